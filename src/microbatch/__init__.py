@@ -1,0 +1,21 @@
+"""microbatch: dynamic request batching for ML models served from ordinary Python web apps."""
+
+from __future__ import annotations
+
+from ._batcher import Batcher, batch
+from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, MicrobatchError, Overloaded
+from ._stats import Histogram, Stats
+
+__all__ = [
+    "BatchSizeMismatch",
+    "Batcher",
+    "BatcherClosed",
+    "DeadlineExceeded",
+    "Histogram",
+    "MicrobatchError",
+    "Overloaded",
+    "Stats",
+    "batch",
+]
+
+__version__ = "0.1.0"
