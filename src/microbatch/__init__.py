@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ._batcher import Batcher, batch
+from ._deadline import deadline
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, MicrobatchError, Overloaded
 from ._stats import Histogram, Stats
 
@@ -16,6 +17,7 @@ __all__ = [
     "Overloaded",
     "Stats",
     "batch",
+    "deadline",
 ]
 
 __version__ = "0.1.0"

@@ -31,6 +31,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Generic, Literal, TypeVar
 
+from ._deadline import remaining
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, MicrobatchError, Overloaded
 from ._policy import ArrivalRate, CostModel
 from ._stats import Stats, TimingRecorder
@@ -234,12 +235,14 @@ class Batcher(Generic[T, U]):
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
         self._refuse_worker_thread("__call__", "acall")
+        timeout = remaining(timeout)
         waiter = _SyncWaiter()
         request = self._submit([item], True, timeout, waiter)
         return self._wait_sync(request, waiter, timeout)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
+        timeout = remaining(timeout)
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         request = self._submit([item], True, timeout, waiter)
         return await self._wait_async(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -250,6 +253,7 @@ class Batcher(Generic[T, U]):
         batch_items = list(items)
         if not batch_items:
             return []
+        timeout = remaining(timeout)
         waiter = _SyncWaiter()
         request = self._submit(batch_items, False, timeout, waiter)
         return self._wait_sync(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -259,6 +263,7 @@ class Batcher(Generic[T, U]):
         batch_items = list(items)
         if not batch_items:
             return []
+        timeout = remaining(timeout)
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         request = self._submit(batch_items, False, timeout, waiter)
         return await self._wait_async(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -395,7 +400,7 @@ class Batcher(Generic[T, U]):
         deadline = None
         if timeout is not None:
             if timeout <= 0:
-                raise DeadlineExceeded(f"timeout={timeout} leaves no time to run; pass a positive timeout or None")
+                raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
             deadline = now + timeout
         if n > self.max_queue_size:
             raise ValueError(
