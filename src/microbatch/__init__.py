@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from ._batcher import Batcher, batch
+from ._collate import Collate
 from ._deadline import deadline
-from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, MicrobatchError, Overloaded
+from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
 from ._stats import Histogram, Stats
 
 __all__ = [
     "BatchSizeMismatch",
     "Batcher",
     "BatcherClosed",
+    "Collate",
     "DeadlineExceeded",
     "Histogram",
+    "ItemTooLarge",
     "MicrobatchError",
     "Overloaded",
     "Stats",

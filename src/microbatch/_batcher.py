@@ -29,10 +29,11 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from ._deadline import remaining
-from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, MicrobatchError, Overloaded
+from ._collate import Collate
+from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
 from ._policy import ArrivalRate, CostModel
 from ._stats import Stats, TimingRecorder
 
@@ -103,10 +104,21 @@ _Waiter = _SyncWaiter | _AsyncWaiter
 class _Request:
     """One call (a single item) or one map (many items); the unit of priority and of resolution."""
 
-    __slots__ = ("items", "single", "size", "cursor", "pending", "results", "deadline", "arrival", "waiter", "done")
+    __slots__ = (
+        "items", "single", "size", "cursor", "pending", "results", "deadline", "arrival", "waiter", "done", "tokens",
+    )
 
-    def __init__(self, items: list[Any], single: bool, deadline: float | None, arrival: float, waiter: _Waiter) -> None:
+    def __init__(
+        self,
+        items: list[Any],
+        single: bool,
+        deadline: float | None,
+        arrival: float,
+        waiter: _Waiter,
+        tokens: list[int] | None,
+    ) -> None:
         self.items = items
+        self.tokens = tokens  # each item's length, when the batcher is length-aware
         self.single = single
         self.size = len(items)
         self.cursor = 0  # items before it have been dispatched
@@ -152,6 +164,11 @@ class Batcher(Generic[T, U]):
     * ``max_queue_size``: most items that may wait; beyond it calls raise :class:`Overloaded`.
     * ``on_error``: ``"isolate"`` finds the failing items by bisection; ``"fail_batch"`` fails all.
     * ``aging_ms``: how long a large request yields to small ones; ``None`` is 16 full-batch run times.
+    * ``collate``: a :class:`~microbatch.Collate` that builds ``fn``'s input from the items and splits
+      its output back (see :mod:`microbatch.tensors`); its ``size`` makes the batcher length-aware.
+    * ``max_batch_tokens``: the most ``longest item × items`` one batch may hold (needs item sizes:
+      ``collate.size``, else ``len(item)``); an item longer than that is refused with ItemTooLarge.
+    * ``group_by_length``: when length-aware, fill each batch with items of similar length.
     """
 
     __slots__ = (
@@ -161,6 +178,7 @@ class Batcher(Generic[T, U]):
         "_waiting", "_wake", "_exit_waiters", "_wait_started", "_last_arrival", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
+        "collate", "max_batch_tokens", "group_by_length", "_size_of", "_real_tokens", "_padded_tokens",
     )
 
     def __init__(
@@ -174,6 +192,9 @@ class Batcher(Generic[T, U]):
         on_error: OnError = "isolate",
         name: str | None = None,
         aging_ms: float | None = None,
+        collate: Collate | None = None,
+        max_batch_tokens: int | None = None,
+        group_by_length: bool = True,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
@@ -189,6 +210,13 @@ class Batcher(Generic[T, U]):
         _check_ms("aging_ms", aging_ms)
         if on_error not in ("isolate", "fail_batch"):
             raise ValueError(f"on_error must be 'isolate' or 'fail_batch', got {on_error!r}")
+        if collate is not None and not isinstance(collate, Collate):
+            raise TypeError(
+                f"collate must have size(item), collate(items) and split(output, items) methods, got {collate!r}; "
+                "see microbatch.tensors.PadCollate"
+            )
+        if max_batch_tokens is not None:
+            _check_int("max_batch_tokens", max_batch_tokens, 1)
         self._fn = fn
         self._is_async = _is_async_callable(fn)
         self.max_batch_size = max_batch_size
@@ -197,6 +225,13 @@ class Batcher(Generic[T, U]):
         self.max_queue_size = max_queue_size
         self.on_error: OnError = on_error
         self.aging_ms = aging_ms
+        self.collate = collate
+        self.max_batch_tokens = max_batch_tokens
+        self.group_by_length = group_by_length
+        self._size_of: Callable[[Any], int] | None = (
+            collate.size if collate is not None else (len if max_batch_tokens is not None else None)
+        )
+        self._real_tokens = self._padded_tokens = 0
         self.name = name if name is not None else getattr(fn, "__qualname__", None) or type(fn).__name__
         self._attr_name: str | None = None
         self._sizes: dict[int, int] = {}
@@ -327,6 +362,7 @@ class Batcher(Generic[T, U]):
                 fixed_cost=self._cost.fixed,
                 per_item_cost=self._cost.per_item,
                 window=_STATS_WINDOW,
+                padding_efficiency=self._real_tokens / self._padded_tokens if self._padded_tokens else None,
             )
 
     def __enter__(self) -> Batcher[T, U]:
@@ -372,7 +408,7 @@ class Batcher(Generic[T, U]):
             bound = namespace.get(self._attr_name)
             if not isinstance(bound, Batcher):
                 bound = Batcher(
-                    self._fn.__get__(instance, owner),  # type: ignore[attr-defined]
+                    self._fn.__get__(instance, owner),
                     max_batch_size=self.max_batch_size,
                     max_wait_ms=self.max_wait_ms,
                     small_request_size=self.small_request_size,
@@ -380,6 +416,9 @@ class Batcher(Generic[T, U]):
                     on_error=self.on_error,
                     name=f"{self.name}[{id(instance):#x}]",
                     aging_ms=self.aging_ms,
+                    collate=self.collate,
+                    max_batch_tokens=self.max_batch_tokens,
+                    group_by_length=self.group_by_length,
                 )
                 namespace[self._attr_name] = bound
             return bound
@@ -407,7 +446,8 @@ class Batcher(Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
-        request = _Request(items, single, deadline, now, waiter)
+        tokens = self._measure(items)
+        request = _Request(items, single, deadline, now, waiter, tokens)
         with self._lock:
             if self._closing:
                 self._rejected += n
@@ -432,6 +472,24 @@ class Batcher(Generic[T, U]):
                 self._waiting = False
                 self._wake()
         return request
+
+    def _measure(self, items: list[Any]) -> list[int] | None:
+        """Each item's length, checked against the token budget before anything is queued."""
+        size_of = self._size_of
+        if size_of is None:
+            return None
+        tokens = [size_of(item) for item in items]
+        budget = self.max_batch_tokens
+        for index, length in enumerate(tokens):
+            if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+                raise TypeError(f"the size of item {index} must be an int >= 0, got {length!r}")
+            if budget is not None and length > budget:
+                where = "the item" if len(items) == 1 else f"item {index}"
+                raise ItemTooLarge(
+                    f"{where} has {length} tokens, more than batcher {self.name!r}'s max_batch_tokens={budget}; "
+                    "truncate it or raise max_batch_tokens"
+                )
+        return tokens
 
     def _aging_locked(self) -> float:
         if self.aging_ms is not None:
@@ -547,7 +605,7 @@ class Batcher(Generic[T, U]):
                 if delay > 0:
                     return None, delay
             self._wait_started = None
-            batch = self._take_locked(now)
+            batch = self._take_locked(now) if self._size_of is None else self._take_by_length_locked(now)
             if batch:
                 return batch, None
             # Everything at the top had expired or been cancelled: plan again.
@@ -600,8 +658,70 @@ class Batcher(Generic[T, U]):
         self._running = self.max_batch_size - space
         return batch
 
+    def _take_by_length_locked(self, now: float) -> list[_Slice]:
+        """Form a batch under the token budget, grouping similar lengths when ``group_by_length``.
+
+        The first request in priority order anchors the batch, so nothing starves. The rest of a
+        window of requests at the top of the heap is considered in two tiers, requests already due
+        (small ones, and large ones whose aging has run out) before large ones not yet due, so length
+        grouping never breaks small-request priority; within a tier, lengths closest to the anchor's
+        go first. A request contributes a contiguous run of its items, keeping results in order.
+        """
+        heap = self._heap
+        window: list[tuple[float, int, _Request]] = []
+        seen = 0
+        while heap and seen < 4 * self.max_batch_size:
+            entry = heapq.heappop(heap)
+            request = entry[2]
+            if request.done:
+                continue
+            if request.deadline is not None and now >= request.deadline:
+                self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
+                continue
+            window.append(entry)
+            seen += request.size - request.cursor
+        if not window:
+            return []
+        order = window
+        if self.group_by_length and len(window) > 1:
+            anchor = _next_tokens(window[0][2])
+            order = [window[0], *sorted(window[1:], key=lambda e: (e[0] > now, abs(_next_tokens(e[2]) - anchor)))]
+        budget = self.max_batch_tokens
+        space = self.max_batch_size
+        longest = real = count = 0
+        batch: list[_Slice] = []
+        for _, _, request in order:
+            if not space:
+                break
+            tokens = cast("list[int]", request.tokens)  # every request of a length-aware batcher is measured
+            start = stop = request.cursor
+            while stop < request.size and count < self.max_batch_size:
+                grown = max(longest, tokens[stop])
+                if budget is not None and grown * (count + 1) > budget:
+                    break
+                longest = grown
+                real += tokens[stop]
+                count += 1
+                stop += 1
+            if stop == start:
+                if not self.group_by_length:
+                    break  # FIFO forming stops at the first item that does not fit
+                continue
+            request.cursor = stop
+            self._depth -= stop - start
+            space -= stop - start
+            batch.append((request, start, stop))
+            self._queue_wait.add(now - request.arrival)
+        for entry in window:
+            if entry[2].cursor < entry[2].size:
+                heapq.heappush(heap, entry)
+        self._running = count
+        self._real_tokens += real
+        self._padded_tokens += longest * count
+        return batch
+
     def _run_sync_worker(self) -> None:
-        fn = self._fn
+        fn = self._invoker()
         while True:
             with self._lock:
                 batch, delay = self._next_batch_locked()
@@ -626,6 +746,17 @@ class Batcher(Generic[T, U]):
                 pass
         self._exited()
 
+    def _invoker(self) -> Callable[[list[Any]], Any]:
+        """What the sync worker calls on a list of items: ``fn``, wrapped in the collation if any."""
+        fn, collate = self._fn, self.collate
+        if collate is None:
+            return fn
+
+        def invoke(items: list[Any]) -> Any:
+            return collate.split(fn(collate.collate(items)), items)
+
+        return invoke
+
     def _run_async_worker(self) -> None:
         loop = asyncio.new_event_loop()
         try:
@@ -635,7 +766,7 @@ class Batcher(Generic[T, U]):
             self._exited()
 
     async def _async_worker_main(self, loop: asyncio.AbstractEventLoop) -> None:
-        fn = self._fn
+        fn, collate = self._fn, self.collate
         wakeup = asyncio.Event()
 
         def wake() -> None:
@@ -665,7 +796,10 @@ class Batcher(Generic[T, U]):
                 while True:
                     started = _clock()
                     try:
-                        result = await fn(items)  # type: ignore[misc]
+                        if collate is None:
+                            result = await fn(items)  # type: ignore[misc]
+                        else:
+                            result = collate.split(await fn(collate.collate(items)), items)  # type: ignore[misc]
                         outcome: _Outcome = (True, result, _clock() - started)
                     except BaseException as exc:  # noqa: BLE001
                         outcome = (False, exc, _clock() - started)
@@ -771,6 +905,10 @@ class Batcher(Generic[T, U]):
         self._sizes[n] = self._sizes.get(n, 0) + 1
         self._run_time.add(seconds)
         self._cost.add(n, seconds)
+
+
+def _next_tokens(request: _Request) -> int:
+    return cast("list[int]", request.tokens)[request.cursor]
 
 
 def _split(part: list[_Slice], at: int) -> tuple[list[_Slice], list[_Slice]]:

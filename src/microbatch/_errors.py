@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "BatchSizeMismatch",
+    "ItemTooLarge",
     "BatcherClosed",
     "DeadlineExceeded",
     "MicrobatchError",
@@ -54,3 +55,7 @@ class BatchSizeMismatch(MicrobatchError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (BatchSizeMismatch, (self.expected, self.got))
+
+
+class ItemTooLarge(MicrobatchError, ValueError):
+    """Raised at submission when one item alone exceeds ``max_batch_tokens``; it is never queued."""

@@ -35,6 +35,8 @@ class Stats:
     ends in exactly one of ``completed``, ``failed``, ``expired`` or ``cancelled`` (which includes
     items dropped by ``close(drain=False)``); ``rejected`` counts items refused at admission.
     Percentiles are over the most recent observations (a window of ``window`` values).
+    ``fixed_cost``/``per_item_cost`` are the measured cost model (seconds per call, per item);
+    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Stats:
     fixed_cost: float | None
     per_item_cost: float | None
     window: int
+    padding_efficiency: float | None = None
 
     @property
     def in_flight(self) -> int:
