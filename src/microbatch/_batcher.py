@@ -69,7 +69,7 @@ class _SyncWaiter:
         self._lock.release()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        return self._lock.acquire(timeout=-1 if timeout is None else min(max(timeout, 0.0), threading.TIMEOUT_MAX))
 
 
 class _AsyncWaiter:
@@ -174,8 +174,8 @@ class Batcher(Generic[T, U]):
     __slots__ = (
         "_fn", "_is_async", "max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size",
         "on_error", "aging_ms", "name",
-        "_lock", "_cond", "_heap", "_seq", "_depth", "_running", "_closing", "_thread", "_pid",
-        "_waiting", "_wake", "_exit_waiters", "_wait_started", "_last_arrival", "_cost", "_arrivals",
+        "_lock", "_cond", "_heap", "_seq", "_depth", "_running", "_closing", "_thread",
+        "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
         "collate", "max_batch_tokens", "group_by_length", "_size_of", "_real_tokens", "_padded_tokens",
@@ -253,17 +253,18 @@ class Batcher(Generic[T, U]):
         self._running = 0  # items in the batch being run
         self._closing = False
         self._thread: threading.Thread | None = None
-        self._pid = os.getpid()
         self._waiting = False  # the worker sleeps and wants a wake-up on arrival
         self._wake: Callable[[], None] = self._cond.notify
         self._exit_waiters: list[_Waiter] = []
+        self._stopped = False  # the worker has exited for good
         self._wait_started: float | None = None
         self._last_arrival = 0.0
 
     def _reset_after_fork(self) -> None:
-        # The parent's worker thread and callers do not exist in a forked child; start afresh.
-        if self._pid != os.getpid():
-            self._init_state()
+        # The parent's worker thread and callers do not exist in a forked child: start afresh there.
+        closing = self._closing
+        self._init_state()
+        self._closing = closing
 
     # ------------------------------------------------------------------ public API
 
@@ -323,10 +324,9 @@ class Batcher(Generic[T, U]):
             return
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         with self._lock:
-            if thread.is_alive():
-                self._exit_waiters.append(waiter)
-            else:
-                waiter.future.set_result(None)
+            if self._stopped:
+                return
+            self._exit_waiters.append(waiter)
         await asyncio.shield(waiter.future)
 
     @property
@@ -391,7 +391,10 @@ class Batcher(Generic[T, U]):
     # ------------------------------------------------------------------ methods: one batcher per instance
 
     def __set_name__(self, owner: type, name: str) -> None:
-        self._attr_name = name
+        # Only a function defined in this class body is a method; a ready-made batcher assigned to
+        # a class attribute stays one shared batcher.
+        if getattr(self._fn, "__qualname__", None) == f"{owner.__qualname__}.{name}":
+            self._attr_name = name
 
     def __get__(self, instance: object | None, owner: type) -> Batcher[T, U]:
         if instance is None or self._attr_name is None:
@@ -565,8 +568,6 @@ class Batcher(Generic[T, U]):
     # ------------------------------------------------------------------ the worker
 
     def _ensure_worker_locked(self) -> None:
-        if self._pid != os.getpid():
-            self._init_state()
         if self._thread is not None:
             return
         target = self._run_async_worker if self._is_async else self._run_sync_worker
@@ -809,6 +810,7 @@ class Batcher(Generic[T, U]):
 
     def _exited(self) -> None:
         with self._lock:
+            self._stopped = True
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:
                 waiter.resolve(None, None)
