@@ -50,6 +50,7 @@ _STATS_WINDOW = 1024
 _MIN_AGING = 0.05
 _MAX_AGING = 10.0
 _AGING_BATCHES = 16
+_MIN_QUIET = 50e-6
 
 
 class _SyncWaiter:
@@ -175,7 +176,7 @@ class Batcher(Generic[T, U]):
         "_fn", "_is_async", "max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size",
         "on_error", "aging_ms", "name",
         "_lock", "_cond", "_heap", "_seq", "_depth", "_running", "_closing", "_thread",
-        "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_cost", "_arrivals",
+        "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_burst_gap", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
         "collate", "max_batch_tokens", "group_by_length", "_size_of", "_real_tokens", "_padded_tokens",
@@ -259,6 +260,7 @@ class Batcher(Generic[T, U]):
         self._stopped = False  # the worker has exited for good
         self._wait_started: float | None = None
         self._last_arrival = 0.0
+        self._burst_gap = _MIN_QUIET  # smoothed gap between arrivals while the worker waits for company
 
     def _reset_after_fork(self) -> None:
         # The parent's worker thread and callers do not exist in a forked child: start afresh there.
@@ -470,6 +472,8 @@ class Batcher(Generic[T, U]):
             self._depth += n
             self._submitted += n
             self._arrivals.add(now, n)
+            if self._wait_started is not None:
+                self._burst_gap += 0.2 * (now - self._last_arrival - self._burst_gap)
             self._last_arrival = now
             if self._waiting:
                 self._waiting = False
@@ -621,14 +625,15 @@ class Batcher(Generic[T, U]):
         if fixed is None or fixed <= 0:
             return 0.0
         if self._wait_started is None:
-            # Only start waiting when more items are expected within one fixed cost than are queued.
-            if self._depth >= self._arrivals.at(now) * fixed:
+            # Company is worth waiting for only if at least one item is expected within a fixed cost.
+            if self._arrivals.at(now) * fixed < 1.0:
                 return 0.0
             self._wait_started = now
         full = self._cost.estimate(self.max_batch_size) or fixed
         give_up = self._wait_started + min(2 * fixed, full)
-        # Keep waiting only while the burst is still arriving.
-        quiet = self._last_arrival + fixed / 2
+        # Keep waiting only while a burst is still arriving: callers released by the last batch
+        # come back close together, and a few typical in-burst gaps of silence mean it is over.
+        quiet = max(self._last_arrival, self._wait_started) + min(max(4 * self._burst_gap, _MIN_QUIET), fixed / 2)
         return min(give_up, quiet) - now
 
     def _oldest_arrival_locked(self) -> float:
