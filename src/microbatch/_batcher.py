@@ -100,6 +100,27 @@ def _settle(future: asyncio.Future[Any], value: Any, exc: BaseException | None) 
 
 
 _Waiter = _SyncWaiter | _AsyncWaiter
+_Outbox = list[tuple[_Waiter, Any, "BaseException | None"]]
+
+
+def _send(outbox: _Outbox) -> None:
+    """Hand decided outcomes to their callers: one loop wake-up per event loop, not one per caller."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, BaseException | None]]] = {}
+    for waiter, value, exc in outbox:
+        if isinstance(waiter, _AsyncWaiter):
+            by_loop.setdefault(waiter.loop, []).append((waiter.future, value, exc))
+        else:
+            waiter.resolve(value, exc)
+    for loop, settlements in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_all, settlements)
+        except RuntimeError:
+            pass  # that loop is closed: its callers are gone
+
+
+def _settle_all(settlements: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, exc in settlements:
+        _settle(future, value, exc)
 
 
 class _Request:
@@ -551,8 +572,14 @@ class Batcher(Generic[T, U]):
         state = "before it was dispatched" if request.cursor == 0 else "while it ran"
         return f"the {what} to batcher {self.name!r} passed its deadline {state}"
 
-    def _finish_locked(self, request: _Request, value: Any, exc: BaseException | None, outcome: str) -> bool:
-        """Resolve ``request`` unless it already is; the single place results and errors are delivered."""
+    def _finish_locked(
+        self, request: _Request, value: Any, exc: BaseException | None, outcome: str, outbox: _Outbox | None = None
+    ) -> bool:
+        """Resolve ``request`` unless it already is; the single place results and errors are decided.
+
+        With an ``outbox`` the hand-over to the caller is deferred to :func:`_send`, after the lock is
+        released, so woken callers do not queue up on the lock while a whole batch is delivered.
+        """
         if request.done:
             return False
         request.done = True
@@ -566,7 +593,10 @@ class Batcher(Generic[T, U]):
             self._expired += request.size
         else:
             self._cancelled += request.size
-        request.waiter.resolve(value, exc)
+        if outbox is None:
+            request.waiter.resolve(value, exc)
+        else:
+            outbox.append((request.waiter, value, exc))
         return True
 
     # ------------------------------------------------------------------ the worker
@@ -835,6 +865,8 @@ class Batcher(Generic[T, U]):
                     continue
                 items = [item for request, start, stop in part for item in request.items[start:stop]]
                 ok, value, seconds = yield items
+                with self._lock:
+                    self._record_run_locked(len(items), seconds)
                 if ok:
                     self._deliver(part, items, value, seconds)
                 elif (
@@ -882,36 +914,36 @@ class Batcher(Generic[T, U]):
             # A user-defined __len__, __getitem__ or iterator raised: every caller of the batch sees it.
             self._fail(part, exc)
             return
+        outbox: _Outbox = []
         with self._lock:
-            self._record_run_locked(len(items), seconds)
+            self._cost.add(len(items), seconds)  # only successful runs describe the function's cost
             offset = 0
             for request, start, stop in part:
                 k = stop - start
                 if request.single:
-                    self._finish_locked(request, values[offset], None, "completed")
+                    self._finish_locked(request, values[offset], None, "completed", outbox)
                 elif not request.done and request.results is not None:
                     request.results[start:stop] = values[offset:offset + k]
                     request.pending -= k
                     if request.pending == 0:
-                        self._finish_locked(request, request.results, None, "completed")
+                        self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += k
+        _send(outbox)
 
     def _fail(self, part: list[_Slice], exc: BaseException) -> None:
+        outbox: _Outbox = []
         with self._lock:
-            first = True
             for request, _, _ in part:
-                if request.done:
-                    continue
-                # Each caller raises its own copy so tracebacks do not pile up on one shared object.
-                if self._finish_locked(request, None, exc if first else _clone(exc), "failed"):
-                    first = False
+                if not request.done:
+                    # Each caller raises its own copy so tracebacks do not pile up on one shared object.
+                    self._finish_locked(request, None, _clone(exc) if outbox else exc, "failed", outbox)
+        _send(outbox)
 
     def _record_run_locked(self, n: int, seconds: float) -> None:
         self._batches += 1
         self._items_run += n
         self._sizes[n] = self._sizes.get(n, 0) + 1
         self._run_time.add(seconds)
-        self._cost.add(n, seconds)
 
 
 def _next_tokens(request: _Request) -> int:
