@@ -301,6 +301,7 @@ class Batcher(Generic[T, U]):
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
+        self._refuse_worker_thread("acall", None)
         timeout = remaining(timeout)
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         request = self._submit([item], True, timeout, waiter)
@@ -319,6 +320,7 @@ class Batcher(Generic[T, U]):
 
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
+        self._refuse_worker_thread("amap", None)
         batch_items = list(items)
         if not batch_items:
             return []
@@ -451,12 +453,16 @@ class Batcher(Generic[T, U]):
 
     # ------------------------------------------------------------------ admission
 
-    def _refuse_worker_thread(self, method: str, async_method: str) -> None:
+    def _refuse_worker_thread(self, method: str, async_method: str | None) -> None:
         thread = self._thread
         if thread is not None and thread is threading.current_thread():
+            if async_method is not None:
+                fix = f"await {async_method}() instead, from outside the batch function"
+            else:
+                fix = "the batch function cannot wait for its own batcher; call the model directly there"
             raise RuntimeError(
-                f"{method}() was called from batcher {self.name!r}'s own worker, which would wait on itself "
-                f"forever; await {async_method}() instead, or use a different batcher"
+                f"{method}() was called on batcher {self.name!r}'s own worker, where it would wait on itself "
+                f"forever: {fix}"
             )
 
     def _submit(self, items: list[Any], single: bool, timeout: float | None, waiter: _Waiter) -> _Request:
