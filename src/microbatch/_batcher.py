@@ -18,7 +18,6 @@ Design in brief (the README has the long form):
 from __future__ import annotations
 
 import asyncio
-import copy
 import functools
 import heapq
 import inspect
@@ -51,6 +50,7 @@ _MIN_AGING = 0.05
 _MAX_AGING = 10.0
 _AGING_BATCHES = 16
 _MIN_QUIET = 50e-6
+_MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
 
 class _SyncWaiter:
@@ -470,6 +470,8 @@ class Batcher(Generic[T, U]):
         now = _clock()
         deadline = None
         if timeout is not None:
+            if timeout != timeout:  # NaN compares false with everything, so it would never expire
+                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout <= 0:
                 raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
             deadline = now + timeout
@@ -618,15 +620,26 @@ class Batcher(Generic[T, U]):
         with self._lock:
             self._closing = True
             if not drain:
-                while self._heap:
-                    request = heapq.heappop(self._heap)[2]
-                    self._finish_locked(
-                        request, None, BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
-                    )
+                self._drop_queued_locked(
+                    lambda: BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
+                )
             if self._waiting:
                 self._waiting = False
                 self._wake()
             return self._thread
+
+    def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
+        while self._heap:
+            self._finish_locked(heapq.heappop(self._heap)[2], None, error(), outcome)
+
+    def _plan_locked(self) -> tuple[list[_Slice] | None, float | None]:
+        """:meth:`_next_batch_locked`, supervised: a fault in planning fails what is queued, never the worker."""
+        try:
+            return self._next_batch_locked()
+        except Exception as exc:
+            logger.exception("microbatch: internal error while forming a batch in %r", self.name)
+            self._drop_queued_locked(lambda: MicrobatchError(f"internal error in batcher {self.name!r}: {exc!r}"), "failed")
+            return None, (0.0 if self._closing else None)
 
     def _next_batch_locked(self) -> tuple[list[_Slice] | None, float | None]:
         """What the worker does next: a batch to run, or how long to sleep (None: until woken).
@@ -644,7 +657,7 @@ class Batcher(Generic[T, U]):
             if not self._closing and self._depth < self.max_batch_size:
                 delay = self._company_delay_locked(now)
                 if delay > 0:
-                    return None, delay
+                    return None, min(delay, _MAX_SLEEP)
             self._wait_started = None
             batch = self._take_locked(now) if self._size_of is None else self._take_by_length_locked(now)
             if batch:
@@ -766,12 +779,12 @@ class Batcher(Generic[T, U]):
         fn = self._invoker()
         while True:
             with self._lock:
-                batch, delay = self._next_batch_locked()
+                batch, delay = self._plan_locked()
                 while batch is None and delay != 0.0:
                     self._waiting = True
                     self._cond.wait(delay)
                     self._waiting = False
-                    batch, delay = self._next_batch_locked()
+                    batch, delay = self._plan_locked()
             if batch is None:
                 break
             steps = self._execute(batch)
@@ -818,7 +831,7 @@ class Batcher(Generic[T, U]):
             self._wake = wake
         while True:
             with self._lock:
-                batch, delay = self._next_batch_locked()
+                batch, delay = self._plan_locked()
                 if batch is None and delay != 0.0:
                     wakeup.clear()
                     self._waiting = True
@@ -985,11 +998,13 @@ def _as_exception(value: BaseException) -> BaseException:
 
 
 def _clone(exc: BaseException) -> BaseException:
+    # Not copy.copy: it re-runs __init__ with the formatted args, which double-formats messages of
+    # exceptions whose __init__ builds the message itself.
     try:
-        duplicate = copy.copy(exc)
+        duplicate = type(exc).__new__(type(exc), *exc.args)
+        duplicate.__dict__.update(exc.__dict__)
+        duplicate.args = exc.args
     except Exception:
-        return exc
-    if type(duplicate) is not type(exc):
         return exc
     duplicate.__cause__ = exc.__cause__
     duplicate.__context__ = exc.__context__
