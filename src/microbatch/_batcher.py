@@ -403,6 +403,8 @@ class Batcher(Generic[T, U]):
         await self.aclose(drain=True)
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_lock"):
+            return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
         if self._closing:
             state = "closed" if self._thread is None or not self._thread.is_alive() else "closing"
         else:

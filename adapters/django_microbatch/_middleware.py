@@ -1,0 +1,59 @@
+"""``MicrobatchMiddleware``: the request deadline header, and error mapping for function views."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import HttpRequest, HttpResponseBase
+
+from microbatch import deadline
+
+from ._http import MAPPED_ERRORS, BadTimeout, bad_request, error_response, request_timeout
+
+__all__ = ["MicrobatchMiddleware"]
+
+
+class MicrobatchMiddleware:
+    """Apply ``X-Request-Timeout`` to every batcher call a request makes, and map batcher errors to responses.
+
+    The header (seconds, a float > 0) sets a :func:`microbatch.deadline` around the view; an invalid
+    value gets a 400. ``Overloaded``/``BatcherClosed`` raised by any view become 503 (``Retry-After``
+    when overloaded) and ``DeadlineExceeded`` 504, with a JSON body ``{"error": "..."}``. Serves sync
+    (WSGI) and async (ASGI) middleware chains alike, so Django never adapts it across threads.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
+        if self.async_mode:
+            return self.__acall__(request)
+        try:
+            seconds = request_timeout(request)
+        except BadTimeout as exc:
+            return bad_request(exc)
+        with deadline(seconds):
+            return self.get_response(request)
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        try:
+            seconds = request_timeout(request)
+        except BadTimeout as exc:
+            return bad_request(exc)
+        # The contextvar follows the await into async views, and asgiref copies it into sync ones.
+        with deadline(seconds):
+            return await self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
+        # A view's exception never reaches __call__ (Django turns it into a response further in), hence this hook.
+        if isinstance(exception, MAPPED_ERRORS):
+            return error_response(exception)
+        return None

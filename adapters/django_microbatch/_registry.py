@@ -1,0 +1,141 @@
+"""One shared :class:`~microbatch.Batcher` per entry of ``settings.MICROBATCH``.
+
+A batcher is built on the first lookup of its name (so settings are read lazily), once per process,
+under a lock, and shared by every view and thread. When ``settings.MICROBATCH`` changes (the
+``setting_changed`` signal, sent by ``override_settings``), batchers whose entry changed or went away
+are closed and forgotten; the next lookup builds them afresh. Everything is drained at process exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.utils.module_loading import import_string
+
+from microbatch import Batcher
+
+from ._conf import conf
+
+__all__ = ["close_all", "get_batcher", "lookup"]
+
+# Passed to microbatch.Batcher as they are; "fn" and "timeout" are handled here.
+_BATCHER_OPTIONS = ("max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size", "on_error", "aging_ms")
+_KEYS = ("fn", "timeout", *_BATCHER_OPTIONS)
+
+
+class _ConfiguredBatcher(Batcher[Any, Any]):
+    """A Batcher whose calls default to the entry's ``timeout`` (seconds) when they pass none."""
+
+    __slots__ = ("timeout",)
+
+    def __init__(self, fn: Any, *, timeout: float | None, **options: Any) -> None:
+        super().__init__(fn, **options)
+        self.timeout = timeout
+
+    def __call__(self, item: Any, *, timeout: float | None = None) -> Any:
+        return super().__call__(item, timeout=self.timeout if timeout is None else timeout)
+
+    async def acall(self, item: Any, *, timeout: float | None = None) -> Any:
+        return await super().acall(item, timeout=self.timeout if timeout is None else timeout)
+
+    def map(self, items: Any, *, timeout: float | None = None) -> list[Any]:
+        return super().map(items, timeout=self.timeout if timeout is None else timeout)
+
+    async def amap(self, items: Any, *, timeout: float | None = None) -> list[Any]:
+        return await super().amap(items, timeout=self.timeout if timeout is None else timeout)
+
+
+_lock = threading.Lock()
+# name -> (the settings entry it was built from, the batcher)
+_entries: dict[str, tuple[dict[str, Any], Batcher[Any, Any]]] = {}
+
+
+def get_batcher(name: str) -> Batcher[Any, Any]:
+    """The shared batcher configured as ``settings.MICROBATCH[name]``, built on first use.
+
+    Raises ``ImproperlyConfigured`` naming the offending key when the entry is missing or invalid.
+    """
+    return lookup(name, "the name passed to get_batcher()")
+
+
+def lookup(name: str, source: str) -> Batcher[Any, Any]:
+    """:func:`get_batcher`, with ``source`` saying where ``name`` came from for the unknown-name error."""
+    with _lock:
+        entry = _entries.get(name)
+        if entry is None:
+            configured = conf.MICROBATCH
+            if name not in configured:
+                listed = ", ".join(map(repr, configured)) or "none"
+                raise ImproperlyConfigured(
+                    f"{source} is {name!r}, which settings.MICROBATCH does not configure (configured names: "
+                    f"{listed}). Add {name!r} to settings.MICROBATCH or correct {source}."
+                )
+            # Built under the lock (importing fn may load a model) so that racing first requests share one.
+            batcher = _build(name, configured[name])
+            entry = _entries[name] = (dict(configured[name]), batcher)
+        return entry[1]
+
+
+def _build(name: str, entry: object) -> Batcher[Any, Any]:
+    where = f"settings.MICROBATCH[{name!r}]"
+    if not isinstance(entry, Mapping):
+        raise ImproperlyConfigured(f"{where} must be a dict with at least 'fn', got {type(entry).__name__}")
+    unknown = [key for key in entry if key not in _KEYS]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(map(repr, _KEYS))}"
+        )
+    if "fn" not in entry:
+        raise ImproperlyConfigured(
+            f"{where} has no 'fn': set it to the dotted path of the batch function, e.g. 'myproject.models.embed_texts'"
+        )
+    fn = entry["fn"]
+    if isinstance(fn, str):
+        try:
+            fn = import_string(fn)
+        except ImportError as exc:
+            raise ImproperlyConfigured(f"{where}['fn'] = {entry['fn']!r} cannot be imported: {exc}") from exc
+    timeout = entry.get("timeout")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ImproperlyConfigured(f"{where}['timeout'] must be None or a number of seconds > 0, got {timeout!r}")
+    options = {key: entry[key] for key in _BATCHER_OPTIONS if key in entry}
+    try:
+        return _ConfiguredBatcher(fn, timeout=timeout, name=name, **options)
+    except (TypeError, ValueError) as exc:  # the engine's own check names the option and the fix
+        raise ImproperlyConfigured(f"{where}: {exc}") from exc
+
+
+def close_all(drain: bool = True) -> None:
+    """Close every batcher built so far (draining queued calls by default) and forget them.
+
+    Runs at process exit; tests may call it between tests. A later lookup builds a fresh batcher.
+    """
+    with _lock:
+        batchers = [batcher for _, batcher in _entries.values()]
+        _entries.clear()
+    for batcher in batchers:
+        batcher.close(drain=drain)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting != "MICROBATCH":
+        return
+    try:
+        configured = conf.MICROBATCH
+    except ImproperlyConfigured:
+        configured = {}  # the lookup will report it; nothing built from the old value stays valid
+    with _lock:
+        stale = [name for name, (entry, _) in _entries.items() if configured.get(name) != entry]
+        dropped = [_entries.pop(name)[1] for name in stale]
+    # Closed outside the lock: draining waits for queued calls, which must not block other lookups.
+    for batcher in dropped:
+        batcher.close(drain=True)
+
+
+setting_changed.connect(_on_setting_changed, dispatch_uid="django_microbatch.settings")
+atexit.register(close_all)
