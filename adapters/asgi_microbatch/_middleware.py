@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded, deadline
+from microbatch import Batcher, deadline
+from microbatch.web import HTTP_ERRORS, ErrorResponse, error_response, parse_request_timeout
 
 from ._lifespan import Lifespan
 from ._types import ASGIApp, Message, Receive, Scope, Send
@@ -24,8 +24,9 @@ class BatchingMiddleware:
     For HTTP it also applies ``X-Request-Timeout`` (seconds) as a :func:`microbatch.deadline` on
     every batcher call of the request (400 unless a number > 0), cancels the app when the client
     hangs up before the response starts (its queued items never reach the model), and turns
-    ``Overloaded`` into 503 with ``Retry-After``, ``DeadlineExceeded`` into 504 and ``BatcherClosed``
-    into 503, each with a JSON body ``{"error": ...}``, if no response has started. Everything else
+    ``Overloaded`` into 503 with ``Retry-After``, ``DeadlineExceeded`` into 504, ``BatcherClosed``
+    into 503 and ``ItemTooLarge`` into 413 (:func:`microbatch.web.error_response`), each with a JSON
+    body ``{"error": ...}``, if no response has started. Everything else
     passes through. Plain ASGI, not ``BaseHTTPMiddleware``, so the deadline's contextvar reaches
     the endpoint, threadpool included.
     """
@@ -73,9 +74,9 @@ class _Exchange:
 
     async def run(self, app: ASGIApp) -> None:
         try:
-            seconds = _request_timeout(self.scope)
+            seconds = parse_request_timeout(_header(self.scope, b"x-request-timeout"))
         except ValueError as exc:
-            await _respond(self.send, 400, str(exc))
+            await _respond(self.send, ErrorResponse(400, str(exc)))
             return
         if _bodiless(self.scope):  # the app may never receive(): read its empty body now, to start the watch
             self.pending = await self.app_receive()
@@ -85,14 +86,12 @@ class _Exchange:
         except asyncio.CancelledError:
             if not (self.hung_up and self.task.uncancel() == 0):
                 raise  # a cancellation from elsewhere (the server) goes on
-        except (Overloaded, DeadlineExceeded, BatcherClosed) as exc:
-            if self.started:
+        except HTTP_ERRORS as exc:
+            response = error_response(exc)
+            if self.started or response is None:
                 raise
-            status = 504 if isinstance(exc, DeadlineExceeded) else 503
-            # Whole seconds, never 0, which would invite a retry into the same full queue.
-            retry = max(1, math.ceil(exc.retry_after)) if isinstance(exc, Overloaded) else None
             # Through app_send: once the response starts, a hang-up no longer cancels this task.
-            await _respond(self.app_send, status, str(exc), retry)
+            await _respond(self.app_send, response)
         finally:
             if self.listener is not None:  # no task of the request outlives it
                 self.listener.cancel()
@@ -129,20 +128,6 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _request_timeout(scope: Scope) -> float | None:
-    """Seconds from ``X-Request-Timeout``, None without it; ValueError unless a number > 0."""
-    raw = _header(scope, b"x-request-timeout")
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise ValueError(f"X-Request-Timeout must be a number of seconds > 0, got {raw.decode('latin-1')!r}")
-    return seconds
-
-
 def _bodiless(scope: Scope) -> bool:
     """True for an HTTP/1 request that declares no body (RFC 9112: no Content-Length, no Transfer-Encoding)."""
     if scope.get("http_version") not in ("1.0", "1.1"):
@@ -151,10 +136,9 @@ def _bodiless(scope: Scope) -> bool:
     return _header(scope, b"transfer-encoding") is None and (length is None or length.strip() == b"0")
 
 
-async def _respond(send: Send, status: int, error: str, retry_after: int | None = None) -> None:
-    body = json.dumps({"error": error}).encode()
+async def _respond(send: Send, response: ErrorResponse) -> None:
+    body = json.dumps(response.body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if retry_after is not None:
-        headers.append((b"retry-after", b"%d" % retry_after))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()]
+    await send({"type": "http.response.start", "status": response.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

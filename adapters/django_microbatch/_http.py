@@ -1,50 +1,28 @@
-"""HTTP mapping shared by the view mixin and the middleware: batcher errors and the request deadline header."""
+"""Django's side of the shared HTTP mapping (:mod:`microbatch.web`): JSON responses for batcher errors."""
 
 from __future__ import annotations
 
-import math
-
 from django.http import HttpRequest, JsonResponse
 
-from microbatch import BatcherClosed, DeadlineExceeded, Overloaded
+from microbatch.web import HTTP_ERRORS, TIMEOUT_HEADER, ErrorResponse, error_response, parse_request_timeout
 
-__all__ = ["MAPPED_ERRORS", "TIMEOUT_HEADER", "BadTimeout", "bad_request", "error_response", "request_timeout"]
-
-# The batcher's errors that describe the server's state, not a bug: each has a status. Others pass through.
-MAPPED_ERRORS = (Overloaded, DeadlineExceeded, BatcherClosed)
-
-TIMEOUT_HEADER = "X-Request-Timeout"
+__all__ = ["HTTP_ERRORS", "json_error", "json_error_for", "request_timeout"]
 
 
-class BadTimeout(ValueError):
-    """Raised when the ``X-Request-Timeout`` header is not a number of seconds > 0."""
+def json_error(response: ErrorResponse) -> JsonResponse:
+    """``response`` as a JsonResponse ``{"error": "..."}`` with its status and headers."""
+    answer = JsonResponse(response.body, status=response.status)
+    for name, value in response.headers.items():
+        answer[name] = value
+    return answer
 
 
-def error_response(exc: Overloaded | DeadlineExceeded | BatcherClosed) -> JsonResponse:
-    """503 (with ``Retry-After`` when overloaded) or 504, with a JSON body ``{"error": "..."}``."""
-    if isinstance(exc, DeadlineExceeded):
-        return JsonResponse({"error": str(exc)}, status=504)
-    response = JsonResponse({"error": str(exc)}, status=503)
-    if isinstance(exc, Overloaded):
-        # Retry-After takes whole seconds; 0 would invite an immediate retry into the same queue.
-        response["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return response
+def json_error_for(exc: BaseException) -> JsonResponse | None:
+    """The JSON answer for one of :data:`HTTP_ERRORS`, or None for other exceptions."""
+    response = error_response(exc)
+    return None if response is None else json_error(response)
 
 
 def request_timeout(request: HttpRequest) -> float | None:
-    """The request's time budget from ``X-Request-Timeout`` (seconds), or None without the header."""
-    raw = request.headers.get(TIMEOUT_HEADER)
-    if raw is None:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not (0 < seconds < math.inf):
-        raise BadTimeout(f"{TIMEOUT_HEADER} must be a number of seconds > 0, got {raw!r}")
-    return seconds
-
-
-def bad_request(exc: BadTimeout) -> JsonResponse:
-    """400 with a JSON body ``{"error": "..."}``."""
-    return JsonResponse({"error": str(exc)}, status=400)
+    """The request's budget from ``X-Request-Timeout`` (seconds); ValueError unless a number > 0."""
+    return parse_request_timeout(request.headers.get(TIMEOUT_HEADER))

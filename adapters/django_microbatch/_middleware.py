@@ -10,7 +10,9 @@ from django.http import HttpRequest, HttpResponseBase
 
 from microbatch import deadline
 
-from ._http import MAPPED_ERRORS, BadTimeout, bad_request, error_response, request_timeout
+from microbatch.web import ErrorResponse
+
+from ._http import json_error, json_error_for, request_timeout
 
 __all__ = ["MicrobatchMiddleware"]
 
@@ -20,7 +22,8 @@ class MicrobatchMiddleware:
 
     The header (seconds, a float > 0) sets a :func:`microbatch.deadline` around the view; an invalid
     value gets a 400. ``Overloaded``/``BatcherClosed`` raised by any view become 503 (``Retry-After``
-    when overloaded) and ``DeadlineExceeded`` 504, with a JSON body ``{"error": "..."}``. Serves sync
+    when overloaded), ``DeadlineExceeded`` 504 and ``ItemTooLarge`` 413, with a JSON body
+    ``{"error": "..."}`` (:func:`microbatch.web.error_response`). Serves sync
     (WSGI) and async (ASGI) middleware chains alike, so Django never adapts it across threads.
     """
 
@@ -38,22 +41,20 @@ class MicrobatchMiddleware:
             return self.__acall__(request)
         try:
             seconds = request_timeout(request)
-        except BadTimeout as exc:
-            return bad_request(exc)
+        except ValueError as exc:
+            return json_error(ErrorResponse(400, str(exc)))
         with deadline(seconds):
             return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
         try:
             seconds = request_timeout(request)
-        except BadTimeout as exc:
-            return bad_request(exc)
+        except ValueError as exc:
+            return json_error(ErrorResponse(400, str(exc)))
         # The contextvar follows the await into async views, and asgiref copies it into sync ones.
         with deadline(seconds):
             return await self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         # A view's exception never reaches __call__ (Django turns it into a response further in), hence this hook.
-        if isinstance(exception, MAPPED_ERRORS):
-            return error_response(exception)
-        return None
+        return json_error_for(exception)

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponseBase
 
 from microbatch import Batcher
 
-from ._http import MAPPED_ERRORS, error_response
+from ._http import HTTP_ERRORS, json_error_for
 from ._registry import lookup
 
 __all__ = ["BatchedViewMixin"]
@@ -23,7 +23,8 @@ class BatchedViewMixin:
     process-wide shared batcher: call it from a sync handler (``self.get_batcher()(item)``, blocks
     this thread only) or await it from an async one (``await self.get_batcher().acall(item)``).
     ``Overloaded`` and ``BatcherClosed`` become 503 (``Retry-After`` when overloaded) and
-    ``DeadlineExceeded`` 504, each with a JSON body ``{"error": "..."}``; other exceptions pass through.
+    ``DeadlineExceeded`` 504, ``ItemTooLarge`` 413, each with a JSON body ``{"error": "..."}``; other
+    exceptions pass through.
     """
 
     batcher_name: str | None = None
@@ -50,13 +51,13 @@ class BatchedViewMixin:
             return self._dispatch_async(request, *args, **kwargs)
         try:
             return cast(Any, super()).dispatch(request, *args, **kwargs)
-        except MAPPED_ERRORS as exc:
-            return error_response(exc)
+        except HTTP_ERRORS as exc:
+            return json_error_for(exc)
 
     async def _dispatch_async(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
             response = cast(Any, super()).dispatch(request, *args, **kwargs)
             # A mixin further along may answer at once with a plain response (a redirect, a 403).
             return await response if inspect.isawaitable(response) else response
-        except MAPPED_ERRORS as exc:
-            return error_response(exc)
+        except HTTP_ERRORS as exc:
+            return json_error_for(exc)

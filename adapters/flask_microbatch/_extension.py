@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from typing import TypeVar, Unpack
 
 from flask import Flask, Response, g, jsonify, request
 
-from microbatch import BatcherClosed, DeadlineExceeded, Overloaded, deadline
+from microbatch import deadline
+from microbatch.web import HTTP_ERRORS, TIMEOUT_HEADER, ErrorResponse, error_response, parse_request_timeout
 
 from ._batched import CONFIG, EXTENSION_KEY, AppState, BatchedFunction, BatchOptions, state_of
 
@@ -35,7 +35,8 @@ class Microbatch:
 
     def init_app(self, app: Flask) -> None:
         """Register on ``app``: config defaults, the ``X-Request-Timeout`` deadline, and error responses
-        (Overloaded -> 503 with Retry-After, DeadlineExceeded -> 504, BatcherClosed -> 503)."""
+        (Overloaded -> 503 with Retry-After, DeadlineExceeded -> 504, BatcherClosed -> 503,
+        ItemTooLarge -> 413: :func:`microbatch.web.error_response`)."""
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'Microbatch' instance has already been registered on this Flask app. "
@@ -46,9 +47,8 @@ class Microbatch:
         app.extensions[EXTENSION_KEY] = AppState(self)
         app.before_request(_enter_deadline)
         app.teardown_request(_exit_deadline)
-        app.register_error_handler(Overloaded, _overloaded)
-        app.register_error_handler(DeadlineExceeded, lambda exc: _error(504, str(exc)))
-        app.register_error_handler(BatcherClosed, lambda exc: _error(503, str(exc)))
+        for error in HTTP_ERRORS:
+            app.register_error_handler(error, _error_for)
 
     def batch(
         self, **options: Unpack[BatchOptions]
@@ -73,15 +73,12 @@ class Microbatch:
 
 
 def _enter_deadline() -> Response | None:
-    header = request.headers.get("X-Request-Timeout")
-    if header is None:
-        return None
     try:
-        seconds = float(header)
-    except ValueError:
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
-        return _error(400, f"X-Request-Timeout must be a number of seconds >= 0, got {header!r}")
+        seconds = parse_request_timeout(request.headers.get(TIMEOUT_HEADER))
+    except ValueError as exc:
+        return _json(ErrorResponse(400, str(exc)))
+    if seconds is None:
+        return None
     # Entered here and left in teardown, in the same context: the view (async ones run in a copy
     # of it) sees the deadline, and the worker thread of the next request does not.
     stack = ExitStack()
@@ -96,13 +93,15 @@ def _exit_deadline(exc: BaseException | None) -> None:
         stack.close()
 
 
-def _overloaded(exc: Overloaded) -> Response:
-    response = _error(503, str(exc))
-    response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return response
+def _error_for(exc: Exception) -> Response:
+    response = error_response(exc)
+    if response is None:  # only HTTP_ERRORS are registered, each of which has an answer
+        raise exc
+    return _json(response)
 
 
-def _error(status: int, message: str) -> Response:
-    response = jsonify(error=message)
-    response.status_code = status
-    return response
+def _json(response: ErrorResponse) -> Response:
+    answer = jsonify(response.body)
+    answer.status_code = response.status
+    answer.headers.update(response.headers)
+    return answer

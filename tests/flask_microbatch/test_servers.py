@@ -61,7 +61,7 @@ def test_werkzeug_threaded_server_maps_errors(
     with wsgi_server(app) as url:
         bad = embed_over_http(url, "/embed", "x", **{"X-Request-Timeout": "soon"})
         assert bad.status_code == 400
-        assert bad.json() == {"error": "X-Request-Timeout must be a number of seconds >= 0, got 'soon'"}
+        assert bad.json() == {"error": "X-Request-Timeout must be a number of seconds > 0, got 'soon'"}
         late = embed_over_http(url, "/aembed", "late", **{"X-Request-Timeout": "0.05"})
         assert late.status_code == 504 and "deadline" in late.json()["error"]
         # The gate still holds the expired request's batch, so the next request queues and the one
