@@ -23,31 +23,11 @@ from ._conf import conf
 
 __all__ = ["close_all", "get_batcher", "lookup"]
 
-# Passed to microbatch.Batcher as they are; "fn" and "timeout" are handled here.
-_BATCHER_OPTIONS = ("max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size", "on_error", "aging_ms")
-_KEYS = ("fn", "timeout", *_BATCHER_OPTIONS)
-
-
-class _ConfiguredBatcher(Batcher[Any, Any]):
-    """A Batcher whose calls default to the entry's ``timeout`` (seconds) when they pass none."""
-
-    __slots__ = ("timeout",)
-
-    def __init__(self, fn: Any, *, timeout: float | None, **options: Any) -> None:
-        super().__init__(fn, **options)
-        self.timeout = timeout
-
-    def __call__(self, item: Any, *, timeout: float | None = None) -> Any:
-        return super().__call__(item, timeout=self.timeout if timeout is None else timeout)
-
-    async def acall(self, item: Any, *, timeout: float | None = None) -> Any:
-        return await super().acall(item, timeout=self.timeout if timeout is None else timeout)
-
-    def map(self, items: Any, *, timeout: float | None = None) -> list[Any]:
-        return super().map(items, timeout=self.timeout if timeout is None else timeout)
-
-    async def amap(self, items: Any, *, timeout: float | None = None) -> list[Any]:
-        return await super().amap(items, timeout=self.timeout if timeout is None else timeout)
+# Passed to microbatch.Batcher as they are ("timeout" is the calls' default); "fn" is resolved here.
+_BATCHER_OPTIONS = (
+    "max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size", "on_error", "aging_ms", "timeout",
+)
+_KEYS = ("fn", *_BATCHER_OPTIONS)
 
 
 _lock = threading.Lock()
@@ -100,12 +80,9 @@ def _build(name: str, entry: object) -> Batcher[Any, Any]:
             fn = import_string(fn)
         except ImportError as exc:
             raise ImproperlyConfigured(f"{where}['fn'] = {entry['fn']!r} cannot be imported: {exc}") from exc
-    timeout = entry.get("timeout")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise ImproperlyConfigured(f"{where}['timeout'] must be None or a number of seconds > 0, got {timeout!r}")
     options = {key: entry[key] for key in _BATCHER_OPTIONS if key in entry}
     try:
-        return _ConfiguredBatcher(fn, timeout=timeout, name=name, **options)
+        return Batcher(fn, name=name, **options)
     except (TypeError, ValueError) as exc:  # the engine's own check names the option and the fix
         raise ImproperlyConfigured(f"{where}: {exc}") from exc
 

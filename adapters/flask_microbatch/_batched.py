@@ -50,14 +50,14 @@ class AppState:
     def __init__(self, owner: object) -> None:
         self.owner = owner  # the Microbatch instance that registered the app
         self.lock = threading.Lock()  # held only to create a batcher, never to look one up
-        self.batchers: dict[BatchedFunction[Any, Any], tuple[Batcher[Any, Any], float | None]] = {}
+        self.batchers: dict[BatchedFunction[Any, Any], Batcher[Any, Any]] = {}
         self.closed = False
         _open_states.add(self)
 
     def close(self, drain: bool) -> None:
         with self.lock:
             self.closed = True
-            batchers = [b for b, _ in self.batchers.values()]
+            batchers = list(self.batchers.values())
         for b in batchers:
             b.close(drain=drain)
 
@@ -109,39 +109,35 @@ class BatchedFunction(Generic[T, U]):
         ``timeout`` (seconds) defaults to the app's ``MICROBATCH_TIMEOUT``; a request's
         ``X-Request-Timeout`` applies on top.
         """
-        batcher, timeout = self._current(timeout)
-        return batcher(item, timeout=timeout)
+        return self._current()(item, timeout=timeout)
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Async :meth:`__call__`, for ``async def`` views."""
-        batcher, timeout = self._current(timeout)
-        return await batcher.acall(item, timeout=timeout)
+        return await self._current().acall(item, timeout=timeout)
 
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request; outputs in input order."""
-        batcher, timeout = self._current(timeout)
-        return batcher.map(items, timeout=timeout)
+        return self._current().map(items, timeout=timeout)
 
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
-        batcher, timeout = self._current(timeout)
-        return await batcher.amap(items, timeout=timeout)
+        return await self._current().amap(items, timeout=timeout)
 
     @property
     def batcher(self) -> Batcher[T, U]:
         """The current app's batcher for this function."""
-        return self._current(None)[0]
+        return self._current()
 
     @property
     def stats(self) -> Stats:
         """The current app's batcher's :class:`microbatch.Stats`."""
-        return self._current(None)[0].stats
+        return self._current().stats
 
     def __repr__(self) -> str:
         return f"<BatchedFunction {self.__name__}>"
 
-    def _current(self, timeout: float | None) -> tuple[Batcher[T, U], float | None]:
-        """The current app's batcher, and ``timeout`` or else that app's default timeout."""
+    def _current(self) -> Batcher[T, U]:
+        """The current app's batcher for this function, built on first use."""
         if not has_app_context():
             raise RuntimeError(
                 f"{self.__name__}() needs a Flask application context to find its app's batcher: call it "
@@ -155,27 +151,23 @@ class BatchedFunction(Generic[T, U]):
         if entry is None:
             with state.lock:
                 entry = state.batchers.get(self) or self._build(app, state)
-        return entry if timeout is None else (entry[0], timeout)
+        return entry
 
-    def _build(self, app: Flask, state: AppState) -> tuple[Batcher[T, U], float | None]:
+    def _build(self, app: Flask, state: AppState) -> Batcher[T, U]:
         if state.closed:
             raise BatcherClosed(f"Microbatch was closed on the Flask app {app.name!r}; it accepts no calls")
         settings: dict[str, Any] = {setting: app.config[key] for key, (setting, _) in CONFIG.items()}
         settings["name"] = f"{app.name}.{self.__name__}"
         settings.update(self._options)
-        timeout = settings.pop("timeout")
         try:
-            if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, int | float)
-                                        or not timeout > 0):
-                raise ValueError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
             batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, app), **settings)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"bad batching settings for {self.__name__}() on the Flask app {app.name!r}: {exc} "
                 "(set by the MICROBATCH_* config keys, overridden by the @mb.batch(...) arguments)"
             ) from exc
-        state.batchers[self] = (batcher, timeout)
-        return batcher, timeout
+        state.batchers[self] = batcher
+        return batcher
 
 
 def _in_app_context(fn: Callable[[list[Any]], Any], app: Flask) -> Callable[[list[Any]], Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._batcher import Batcher, batch
+from ._batcher import Batcher, BatcherOptions, batch
 from ._collate import Collate
 from ._deadline import deadline
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
@@ -12,6 +12,7 @@ __all__ = [
     "BatchSizeMismatch",
     "Batcher",
     "BatcherClosed",
+    "BatcherOptions",
     "Collate",
     "DeadlineExceeded",
     "Histogram",

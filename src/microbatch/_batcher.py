@@ -18,17 +18,20 @@ Design in brief (the README has the long form):
 from __future__ import annotations
 
 import asyncio
+import copy
 import functools
 import heapq
 import inspect
 import itertools
 import logging
+import math
 import os
 import threading
 import time
+import types
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any, Generic, Literal, TypeVar, cast
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
 
 from ._deadline import remaining
 from ._collate import Collate
@@ -191,6 +194,7 @@ class Batcher(Generic[T, U]):
     * ``max_batch_tokens``: the most ``longest item × items`` one batch may hold (needs item sizes:
       ``collate.size``, else ``len(item)``); an item longer than that is refused with ItemTooLarge.
     * ``group_by_length``: when length-aware, fill each batch with items of similar length.
+    * ``timeout``: the default timeout, in seconds, of calls that pass none (``None``: no limit).
     """
 
     __slots__ = (
@@ -200,7 +204,7 @@ class Batcher(Generic[T, U]):
         "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_burst_gap", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
-        "collate", "max_batch_tokens", "group_by_length", "_size_of", "_real_tokens", "_padded_tokens",
+        "collate", "max_batch_tokens", "group_by_length", "timeout", "_size_of", "_real_tokens", "_padded_tokens",
     )
 
     def __init__(
@@ -217,6 +221,7 @@ class Batcher(Generic[T, U]):
         collate: Collate | None = None,
         max_batch_tokens: int | None = None,
         group_by_length: bool = True,
+        timeout: float | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
@@ -239,6 +244,10 @@ class Batcher(Generic[T, U]):
             )
         if max_batch_tokens is not None:
             _check_int("max_batch_tokens", max_batch_tokens, 1)
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
+        ):
+            raise ValueError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
         self._fn = fn
         self._is_async = _is_async_callable(fn)
         self.max_batch_size = max_batch_size
@@ -247,6 +256,7 @@ class Batcher(Generic[T, U]):
         self.max_queue_size = max_queue_size
         self.on_error: OnError = on_error
         self.aging_ms = aging_ms
+        self.timeout = timeout
         self.collate = collate
         self.max_batch_tokens = max_batch_tokens
         self.group_by_length = group_by_length
@@ -294,7 +304,7 @@ class Batcher(Generic[T, U]):
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
         self._refuse_worker_thread("__call__", "acall")
-        timeout = remaining(timeout)
+        timeout = remaining(self.timeout if timeout is None else timeout)
         waiter = _SyncWaiter()
         request = self._submit([item], True, timeout, waiter)
         return self._wait_sync(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -302,7 +312,7 @@ class Batcher(Generic[T, U]):
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
         self._refuse_worker_thread("acall", None)
-        timeout = remaining(timeout)
+        timeout = remaining(self.timeout if timeout is None else timeout)
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         request = self._submit([item], True, timeout, waiter)
         return await self._wait_async(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -313,7 +323,7 @@ class Batcher(Generic[T, U]):
         batch_items = list(items)
         if not batch_items:
             return []
-        timeout = remaining(timeout)
+        timeout = remaining(self.timeout if timeout is None else timeout)
         waiter = _SyncWaiter()
         request = self._submit(batch_items, False, timeout, waiter)
         return self._wait_sync(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -324,7 +334,7 @@ class Batcher(Generic[T, U]):
         batch_items = list(items)
         if not batch_items:
             return []
-        timeout = remaining(timeout)
+        timeout = remaining(self.timeout if timeout is None else timeout)
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         request = self._submit(batch_items, False, timeout, waiter)
         return await self._wait_async(request, waiter, timeout)  # type: ignore[no-any-return]
@@ -417,6 +427,21 @@ class Batcher(Generic[T, U]):
 
     # ------------------------------------------------------------------ methods: one batcher per instance
 
+    def _options(self) -> BatcherOptions:
+        return BatcherOptions(
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_ms,
+            small_request_size=self.small_request_size,
+            max_queue_size=self.max_queue_size,
+            on_error=self.on_error,
+            name=self.name,
+            aging_ms=self.aging_ms,
+            collate=self.collate,
+            max_batch_tokens=self.max_batch_tokens,
+            group_by_length=self.group_by_length,
+            timeout=self.timeout,
+        )
+
     def __set_name__(self, owner: type, name: str) -> None:
         # Only a function defined in this class body is a method; a ready-made batcher assigned to
         # a class attribute stays one shared batcher.
@@ -437,19 +462,9 @@ class Batcher(Generic[T, U]):
             # Instance attributes shadow this non-data descriptor, so the next lookup is a plain one.
             bound = namespace.get(self._attr_name)
             if not isinstance(bound, Batcher):
-                bound = Batcher(
-                    self._fn.__get__(instance, owner),
-                    max_batch_size=self.max_batch_size,
-                    max_wait_ms=self.max_wait_ms,
-                    small_request_size=self.small_request_size,
-                    max_queue_size=self.max_queue_size,
-                    on_error=self.on_error,
-                    name=f"{self.name}[{id(instance):#x}]",
-                    aging_ms=self.aging_ms,
-                    collate=self.collate,
-                    max_batch_tokens=self.max_batch_tokens,
-                    group_by_length=self.group_by_length,
-                )
+                options = self._options()
+                options["name"] = f"{self.name}[{id(instance):#x}]"
+                bound = Batcher(self._fn.__get__(instance, owner), **options)
                 namespace[self._attr_name] = bound
             return bound
 
@@ -1000,13 +1015,21 @@ def _as_exception(value: BaseException) -> BaseException:
 
 
 def _clone(exc: BaseException) -> BaseException:
-    # Not copy.copy: it re-runs __init__ with the formatted args, which double-formats messages of
-    # exceptions whose __init__ builds the message itself.
+    cls = type(exc)
     try:
-        duplicate = type(exc).__new__(type(exc), *exc.args)
-        duplicate.__dict__.update(exc.__dict__)
-        duplicate.args = exc.args
+        if any(isinstance(k.__dict__.get("__init__"), types.FunctionType) for k in cls.__mro__):
+            # copy.copy would re-run a Python __init__ on the formatted args, which double-formats
+            # messages that __init__ builds itself: rebuild the state without calling it.
+            duplicate = cls.__new__(cls, *exc.args)
+            duplicate.__dict__.update(exc.__dict__)
+            duplicate.args = exc.args
+        else:
+            # Built-in exceptions keep fields outside args (OSError.filename, ImportError.name) that
+            # their __reduce__, which copy.copy uses, knows about.
+            duplicate = copy.copy(exc)
     except Exception:
+        return exc
+    if type(duplicate) is not cls:
         return exc
     duplicate.__cause__ = exc.__cause__
     duplicate.__context__ = exc.__context__
@@ -1032,32 +1055,31 @@ def _check_ms(name: str, value: object) -> None:
         raise ValueError(f"{name} must be None or a number of milliseconds >= 0, got {value!r}")
 
 
-def batch(
-    *,
-    max_batch_size: int = 32,
-    max_wait_ms: float | None = None,
-    small_request_size: int = 4,
-    max_queue_size: int = 10_000,
-    on_error: OnError = "isolate",
-    name: str | None = None,
-    aging_ms: float | None = None,
-) -> Callable[[Callable[[list[Any]], Any]], Batcher[Any, Any]]:
-    """Decorator form of :class:`Batcher`.
+class BatcherOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Batcher` (and :func:`batch`), for typed pass-through."""
+
+    max_batch_size: int
+    max_wait_ms: float | None
+    small_request_size: int
+    max_queue_size: int
+    on_error: OnError
+    name: str | None
+    aging_ms: float | None
+    collate: Collate | None
+    max_batch_tokens: int | None
+    group_by_length: bool
+    timeout: float | None
+
+
+def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
+    """Decorator form of :class:`Batcher`, taking the same keyword arguments.
 
     On a function it returns a :class:`Batcher`; on a method, each instance gets its own batcher the
     first time the attribute is read (so ``self`` is bound and instances never share batches).
     """
 
-    def decorate(fn: Callable[[list[Any]], Any]) -> Batcher[Any, Any]:
-        return Batcher(
-            fn,
-            max_batch_size=max_batch_size,
-            max_wait_ms=max_wait_ms,
-            small_request_size=small_request_size,
-            max_queue_size=max_queue_size,
-            on_error=on_error,
-            name=name,
-            aging_ms=aging_ms,
-        )
+    def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
+        # Typed loosely: a method takes (self, items) until the instance binds it.
+        return Batcher(fn, **options)
 
     return decorate

@@ -161,7 +161,7 @@ def test_settings_are_read_at_lookup_not_at_import() -> None:
          "settings.MICROBATCH['bad']: max_batch_size must be an integer >= 1, got 0"),
         ({"fn": "djmb_app.embed_texts", "on_error": "ignore"}, "settings.MICROBATCH['bad']: on_error must be"),
         ({"fn": "djmb_app.embed_texts", "timeout": -1},
-         "settings.MICROBATCH['bad']['timeout'] must be None or a number of seconds > 0, got -1"),
+         "settings.MICROBATCH['bad']: timeout must be None or a number of seconds > 0, got -1"),
         ({"fn": "djmb_app.WAIT"}, "settings.MICROBATCH['bad']: Batcher needs a callable batch function, got float"),
         ("djmb_app.embed_texts", "settings.MICROBATCH['bad'] must be a dict with at least 'fn', got str"),
     ],
