@@ -156,7 +156,7 @@ def test_settings_are_read_at_lookup_not_at_import() -> None:
          "settings.MICROBATCH['bad']['fn'] = 'no_such_module.embed' cannot be imported: "
          "No module named 'no_such_module'"),
         ({"fn": "djmb_app.embed_texts", "max_batch": 4},
-         "settings.MICROBATCH['bad'] has unknown option(s) 'max_batch'; valid: 'fn', 'timeout', 'max_batch_size'"),
+         "settings.MICROBATCH['bad'] has unknown option(s) 'max_batch'; valid: 'fn', 'max_batch_size'"),
         ({"fn": "djmb_app.embed_texts", "max_batch_size": 0},
          "settings.MICROBATCH['bad']: max_batch_size must be an integer >= 1, got 0"),
         ({"fn": "djmb_app.embed_texts", "on_error": "ignore"}, "settings.MICROBATCH['bad']: on_error must be"),
