@@ -198,7 +198,8 @@ def _feature_length(name: str, value: Any) -> int:
             )
         return int(shape[0])
     if isinstance(value, (list, tuple)):
-        if not all(isinstance(x, numbers.Real) for x in value):
+        # Checked by element type, not element by element: size() runs on the caller's thread, under the GIL.
+        if not all(issubclass(t, numbers.Real) for t in set(map(type, value))):
             raise TypeError(f"feature {name!r} must be a flat list of numbers")
         return len(value)
     raise TypeError(f"feature {name!r} must be a 1-D torch tensor, numpy array or list, got {type(value).__name__}")
