@@ -204,7 +204,7 @@ class Batcher(Generic[T, U]):
         "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_burst_gap", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
-        "collate", "max_batch_tokens", "group_by_length", "timeout", "_size_of", "_real_tokens", "_padded_tokens",
+        "collate", "max_batch_tokens", "group_by_length", "timeout", "_size_of", "_real_tokens", "_padded_tokens", "_token_cost",
     )
 
     def __init__(
@@ -273,6 +273,7 @@ class Batcher(Generic[T, U]):
         self._queue_wait = TimingRecorder(_STATS_WINDOW)
         self._run_time = TimingRecorder(_STATS_WINDOW)
         self._cost = CostModel()
+        self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
         self._arrivals = ArrivalRate()
         _registry.add(self)
 
@@ -758,38 +759,49 @@ class Batcher(Generic[T, U]):
         if self.group_by_length and len(window) > 1:
             anchor = _next_tokens(window[0][2])
             order = [window[0], *sorted(window[1:], key=lambda e: (e[0] > now, abs(_next_tokens(e[2]) - anchor)))]
+        # Pick items in that order under the budget, noting each prefix's real and padded tokens.
         budget = self.max_batch_tokens
-        space = self.max_batch_size
-        longest = real = count = 0
-        batch: list[_Slice] = []
+        picks: list[tuple[_Request, int]] = []
+        reals: list[int] = []
+        longests: list[int] = []
+        longest = real = 0
         for _, _, request in order:
-            if not space:
-                break
             tokens = cast("list[int]", request.tokens)  # every request of a length-aware batcher is measured
-            start = stop = request.cursor
-            while stop < request.size and count < self.max_batch_size:
-                grown = max(longest, tokens[stop])
-                if budget is not None and grown * (count + 1) > budget:
+            index = request.cursor
+            while index < request.size and len(picks) < self.max_batch_size:
+                grown = max(longest, tokens[index])
+                if budget is not None and grown * (len(picks) + 1) > budget:
                     break
-                longest = grown
-                real += tokens[stop]
-                count += 1
-                stop += 1
-            if stop == start:
-                if not self.group_by_length:
-                    break  # FIFO forming stops at the first item that does not fit
-                continue
+                longest, real = grown, real + tokens[index]
+                picks.append((request, index))
+                reals.append(real)
+                longests.append(longest)
+                index += 1
+            if len(picks) == self.max_batch_size or (index == request.cursor and not self.group_by_length):
+                break  # full, or FIFO forming stops at the first item that does not fit
+        count = len(picks)
+        a, b = self._token_cost.fixed, self._token_cost.per_item
+        if self.group_by_length and a is not None and b is not None and count > 1:
+            # Keep the prefix that runs the most real tokens per second under the measured cost
+            # a + b·padded: with a large fixed cost that is the whole pick, and when padding costs
+            # more than another call would, a smaller, tighter batch.
+            count = max(range(1, count + 1), key=lambda k: (reals[k - 1] / (a + b * longests[k - 1] * k + 1e-12), k))
+        batch: list[_Slice] = []
+        for request, index in picks[:count]:
+            if batch and batch[-1][0] is request:
+                batch[-1] = (request, batch[-1][1], index + 1)
+            else:
+                batch.append((request, index, index + 1))
+        for request, start, stop in batch:
             request.cursor = stop
             self._depth -= stop - start
-            space -= stop - start
-            batch.append((request, start, stop))
             self._queue_wait.add(now - request.arrival)
         for entry in window:
             if entry[2].cursor < entry[2].size:
                 heapq.heappush(heap, entry)
         self._running = count
-        self._real_tokens += real
-        self._padded_tokens += longest * count
+        self._real_tokens += reals[count - 1] if count else 0
+        self._padded_tokens += longests[count - 1] * count if count else 0
         return batch
 
     def _run_sync_worker(self) -> None:
@@ -953,6 +965,9 @@ class Batcher(Generic[T, U]):
         outbox: _Outbox = []
         with self._lock:
             self._cost.add(len(items), seconds)  # only successful runs describe the function's cost
+            if self._size_of is not None:
+                lengths = [t for request, start, stop in part for t in cast("list[int]", request.tokens)[start:stop]]
+                self._token_cost.add(max(lengths) * len(lengths), seconds)
             offset = 0
             for request, start, stop in part:
                 k = stop - start
