@@ -28,7 +28,6 @@ import math
 import os
 import threading
 import time
-import types
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
@@ -491,9 +490,11 @@ class Batcher(Generic[T, U]):
             if timeout != timeout:  # NaN compares false with everything, so it would never expire
                 raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout <= 0:
+                self._count_rejected(n)
                 raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
             deadline = now + timeout
         if n > self.max_queue_size:
+            self._count_rejected(n)
             raise ValueError(
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
@@ -526,6 +527,10 @@ class Batcher(Generic[T, U]):
                 self._waiting = False
                 self._wake()
         return request
+
+    def _count_rejected(self, n: int) -> None:
+        with self._lock:
+            self._rejected += n
 
     def _measure(self, items: list[Any]) -> list[int] | None:
         """Each item's length, checked against the token budget before anything is queued."""
@@ -950,6 +955,13 @@ class Batcher(Generic[T, U]):
             return live
 
     def _deliver(self, part: list[_Slice], items: list[Any], output: Any, seconds: float) -> None:
+        if inspect.iscoroutine(output):
+            output.close()
+            self._fail(part, TypeError(
+                f"the batch function of {self.name!r} returned a coroutine: pass the async function itself "
+                "(an `async def`), not a sync wrapper around it"
+            ))
+            return
         try:
             if not hasattr(output, "__len__") or not hasattr(output, "__getitem__"):
                 output = list(output)
@@ -1030,26 +1042,32 @@ def _as_exception(value: BaseException) -> BaseException:
 
 
 def _clone(exc: BaseException) -> BaseException:
+    """A copy of ``exc`` for one more caller, or ``exc`` itself when no faithful copy can be made.
+
+    copy.copy (``__reduce__``) knows the fields built-in exceptions keep outside ``args``, but it
+    re-runs a Python ``__init__`` on the formatted args; rebuilding without ``__init__`` avoids that.
+    A copy counts only if it has the same type, args and message.
+    """
     cls = type(exc)
-    try:
-        if any(isinstance(k.__dict__.get("__init__"), types.FunctionType) for k in cls.__mro__):
-            # copy.copy would re-run a Python __init__ on the formatted args, which double-formats
-            # messages that __init__ builds itself: rebuild the state without calling it.
-            duplicate = cls.__new__(cls, *exc.args)
-            duplicate.__dict__.update(exc.__dict__)
-            duplicate.args = exc.args
-        else:
-            # Built-in exceptions keep fields outside args (OSError.filename, ImportError.name) that
-            # their __reduce__, which copy.copy uses, knows about.
-            duplicate = copy.copy(exc)
-    except Exception:
-        return exc
-    if type(duplicate) is not cls:
-        return exc
-    duplicate.__cause__ = exc.__cause__
-    duplicate.__context__ = exc.__context__
-    duplicate.__suppress_context__ = exc.__suppress_context__
-    return duplicate.with_traceback(exc.__traceback__)
+    expected = str(exc)
+    for make in (copy.copy, _rebuild):
+        try:
+            duplicate = make(exc)
+            if type(duplicate) is cls and duplicate.args == exc.args and str(duplicate) == expected:
+                duplicate.__cause__ = exc.__cause__
+                duplicate.__context__ = exc.__context__
+                duplicate.__suppress_context__ = exc.__suppress_context__
+                return duplicate.with_traceback(exc.__traceback__)
+        except Exception:  # noqa: S112 - a copy that cannot be made just falls back to the original
+            continue
+    return exc
+
+
+def _rebuild(exc: BaseException) -> BaseException:
+    duplicate = type(exc).__new__(type(exc), *exc.args)
+    duplicate.__dict__.update(exc.__dict__)
+    duplicate.args = exc.args
+    return duplicate
 
 
 def _is_async_callable(fn: object) -> bool:
