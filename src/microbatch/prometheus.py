@@ -112,7 +112,9 @@ class _Families:
         self.run_time = HistogramMetricFamily(
             "microbatch_run_time_seconds", "Duration of one call of the batch function.", labels=_LABELS
         )
-        self.queue_depth = GaugeMetricFamily("microbatch_queue_depth", "Items waiting to be dispatched.", labels=_LABELS)
+        self.queue_depth = GaugeMetricFamily(
+            "microbatch_queue_depth", "Items waiting to be dispatched.", labels=_LABELS
+        )
         self.in_flight = GaugeMetricFamily(
             "microbatch_in_flight", "Accepted items not yet resolved (queued or running).", labels=_LABELS
         )

@@ -1,0 +1,174 @@
+"""The embedding service's HTTP API, framework-neutral: validation, JSON shapes, mode, stats and metrics.
+
+Every example app is a thin layer over this module, so the three frameworks answer alike:
+
+* ``POST /embed`` with ``{"text": "..."}`` -> ``{"embedding": [384 floats]}``, or with
+  ``{"texts": ["...", ...]}`` -> ``{"embeddings": [[384 floats], ...]}`` in input order (one
+  ``map``/``amap`` of the batcher). Vectors are unit length.
+* ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded.
+* ``GET /stats`` -> ``{"mode": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers unbatched).
+* ``GET /metrics`` -> Prometheus text (:class:`microbatch.prometheus.BatcherCollector`).
+
+Input limits, each refused with a 4xx and a JSON body ``{"error": "..."}`` that says what is wrong:
+
+* 400: the body is not JSON (or not UTF-8).
+* 413: the body is over :data:`MAX_BODY_BYTES`, or ``texts`` has more than :data:`MAX_TEXTS` items.
+* 422: the body is not an object; neither or both of ``text``/``texts``; another field; ``texts`` not a
+  list or empty; a text that is not a string, has more than :data:`MAX_TEXT_CHARS` characters (over-long
+  texts are rejected, never silently truncated), or holds a lone surrogate (not encodable Unicode).
+
+An empty string is a valid text. Within the limit, the model itself reads only a text's first 256
+word pieces (roughly 1000-1500 characters of English): what follows does not change the vector.
+The batcher's own refusals come from the adapters: overload -> 503 with ``Retry-After``, a passed
+``X-Request-Timeout`` -> 504.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from microbatch.prometheus import BatcherCollector, StatsSource
+
+from ._embedder import MODEL_NAME
+
+__all__ = [
+    "BATCHER_NAME",
+    "MAX_BATCH_SIZE",
+    "MAX_BODY_BYTES",
+    "MAX_QUEUE_SIZE",
+    "MAX_TEXTS",
+    "MAX_TEXT_CHARS",
+    "METRICS_CONTENT_TYPE",
+    "MODE_ENV",
+    "BadRequest",
+    "EmbedRequest",
+    "Metrics",
+    "health_body",
+    "parse_embed_request",
+    "resolve_mode",
+    "stats_body",
+]
+
+MAX_BODY_BYTES: Final = 1 << 20
+MAX_TEXTS: Final = 64
+MAX_TEXT_CHARS: Final = 2048
+
+MODE_ENV: Final = "MICROBATCH_MODE"
+MODES: Final = ("batched", "unbatched")
+
+BATCHER_NAME: Final = "embed"
+# The one batcher's settings in every framework. The queue holds about five seconds of work on a
+# 2-core CPU: beyond that a client is better told 503 + Retry-After than kept waiting.
+MAX_BATCH_SIZE: Final = 32
+MAX_QUEUE_SIZE: Final = 2048
+
+METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+_JSON_TYPES = {
+    str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array", dict: "an object",
+}
+
+
+class BadRequest(Exception):
+    """Raised for a request the client must fix; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def body(self) -> dict[str, str]:
+        return {"error": str(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """A valid ``POST /embed``: the texts to embed, and whether it was the single-``text`` form."""
+
+    texts: list[str]
+    single: bool
+
+    def response(self, vectors: list[list[float]]) -> dict[str, Any]:
+        """The response body for this request's vectors (one per text, in order)."""
+        return {"embedding": vectors[0]} if self.single else {"embeddings": vectors}
+
+
+def parse_embed_request(body: bytes) -> EmbedRequest:
+    """Validate a ``POST /embed`` body; raises :class:`BadRequest` with the status and a message that names the fix."""
+    if len(body) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
+        raise BadRequest(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(422, f'the body must be a JSON object with "text" or "texts", got {_json_type(data)}')
+    unknown = sorted(set(data) - {"text", "texts"})
+    if unknown:
+        raise BadRequest(422, f'unexpected field(s) {", ".join(map(json.dumps, unknown))}: send "text" or "texts"')
+    if "text" in data and "texts" in data:
+        raise BadRequest(422, 'send either "text" (one string) or "texts" (a list of strings), not both')
+    if "text" in data:
+        return EmbedRequest([_check_text(data["text"], '"text"')], single=True)
+    if "texts" not in data:
+        raise BadRequest(422, 'missing field: send {"text": "..."} or {"texts": ["...", ...]}')
+    texts = data["texts"]
+    if not isinstance(texts, list):
+        raise BadRequest(422, f'"texts" must be a list of strings, got {_json_type(texts)}')
+    if not texts:
+        raise BadRequest(422, '"texts" is empty: send at least one text')
+    if len(texts) > MAX_TEXTS:
+        raise BadRequest(
+            413, f'"texts" has {len(texts)} items; the limit is {MAX_TEXTS} per request: split it into several requests'
+        )
+    return EmbedRequest([_check_text(text, f'"texts"[{i}]') for i, text in enumerate(texts)], single=False)
+
+
+def _check_text(value: object, where: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(422, f"{where} must be a string, got {_json_type(value)}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise BadRequest(422, f"{where} has {len(value)} characters; the limit is {MAX_TEXT_CHARS}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(422, f"{where} is not valid Unicode (it holds a lone surrogate escape)") from None
+    return value
+
+
+def _json_type(value: object) -> str:
+    return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def resolve_mode(mode: str | None = None) -> str:
+    """``mode``, or else the ``MICROBATCH_MODE`` environment variable, or else ``"batched"``; checked."""
+    value = mode if mode is not None else os.environ.get(MODE_ENV, "batched")
+    if value not in MODES:
+        raise ValueError(f"{MODE_ENV} must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def health_body(mode: str) -> dict[str, str]:
+    return {"status": "ok", "mode": mode, "model": MODEL_NAME}
+
+
+def stats_body(mode: str, batchers: Mapping[str, StatsSource]) -> dict[str, Any]:
+    return {"mode": mode, "batchers": {name: b.stats.as_dict() for name, b in batchers.items()}}
+
+
+class Metrics:
+    """An app's own Prometheus registry (not the global one, so several apps can live in one process)."""
+
+    def __init__(self, batchers: Callable[[], Mapping[str, StatsSource]]) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(BatcherCollector(batchers))
+
+    def render(self) -> bytes:
+        """The exposition text, served with :data:`METRICS_CONTENT_TYPE`."""
+        return generate_latest(self.registry)

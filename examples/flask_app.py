@@ -1,0 +1,87 @@
+"""The embedding service on Flask, batched through flask_microbatch.
+
+    gunicorn -k gthread --threads 64 -w 1 examples.flask_app:app   # batched (or waitress-serve --threads 64)
+    MICROBATCH_MODE=unbatched gunicorn -k gthread --threads 64 -w 1 examples.flask_app:app
+
+Batched, each request's thread calls ``embed(text)`` (one text) or ``embed.map(texts)`` (a list) and
+blocks until the app's batcher has run its batch; give the server at least as many threads as
+concurrent clients, since each waiting request holds one. Unbatched, each request's thread runs the
+model itself, concurrently and without a lock: what a plain Flask app does. :func:`create_app` is an
+app factory; every app it makes gets its own batcher. The API and its limits are in :mod:`examples._api`.
+"""
+
+from __future__ import annotations
+
+import json
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response as WerkzeugResponse
+
+from flask_microbatch import Microbatch
+from microbatch.prometheus import StatsSource
+
+from . import _api
+from ._embedder import embed_texts, load_model
+
+__all__ = ["app", "create_app"]
+
+mb = Microbatch()
+embed = mb.batch(max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME)(
+    embed_texts
+)
+
+
+def create_app(mode: str | None = None) -> Flask:
+    """A new app; ``mode`` is ``"batched"`` or ``"unbatched"`` (default: the ``MICROBATCH_MODE`` variable)."""
+    mode = _api.resolve_mode(mode)
+    load_model()
+    app = Flask(__name__)
+    # Werkzeug refuses a longer body with 413 before reading it.
+    app.config["MAX_CONTENT_LENGTH"] = _api.MAX_BODY_BYTES
+    if mode == "batched":
+        mb.init_app(app)
+
+    def batchers() -> dict[str, StatsSource]:
+        return {_api.BATCHER_NAME: embed.batcher} if mode == "batched" else {}
+
+    metrics = _api.Metrics(batchers)
+
+    @app.post("/embed")
+    def embed_view() -> tuple[Response, int] | Response:
+        try:
+            parsed = _api.parse_embed_request(request.get_data(cache=False))
+        except _api.BadRequest as exc:
+            return jsonify(exc.body), exc.status
+        if mode == "unbatched":
+            vectors = embed_texts(parsed.texts)
+        elif parsed.single:
+            vectors = [embed(parsed.texts[0])]
+        else:
+            vectors = embed.map(parsed.texts)
+        return jsonify(parsed.response(vectors))
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(_api.health_body(mode))
+
+    @app.get("/stats")
+    def stats() -> Response:
+        return jsonify(_api.stats_body(mode, batchers()))
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        return Response(metrics.render(), content_type=_api.METRICS_CONTENT_TYPE)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> WerkzeugResponse:
+        # Werkzeug's 404, 405, 413... as JSON, keeping their headers (Allow, ...).
+        response = exc.get_response()
+        response.set_data(json.dumps({"error": exc.description}))
+        response.content_type = "application/json"
+        return response
+
+    return app
+
+
+app = create_app()

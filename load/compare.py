@@ -1,0 +1,479 @@
+"""Load-test the embedding service batched against itself unbatched, beside the model's offline ceiling.
+
+Run from the repository root::
+
+    .venv/bin/python load/compare.py                          # Starlette + uvicorn, about 4 minutes
+    .venv/bin/python load/compare.py --duration 6             # shorter steps (what scripts/demo.sh runs)
+    .venv/bin/python load/compare.py --quick                  # smoke run, well under a minute
+    .venv/bin/python load/compare.py --framework flask        # gunicorn gthread (or --server waitress)
+    .venv/bin/python load/compare.py --framework django       # uvicorn + ASGI (or --server gunicorn: WSGI)
+
+Everything happens in one run, so every number shares the machine's state of the moment (other work
+on the machine shows up as noise: compare within a run, not across runs):
+
+1. **Offline ceiling**: the model encodes batches of 32 corpus sentences back to back in this
+   process, no server: the most texts per second this machine can embed. Measured before the
+   servers start and again after they stop; the table uses the better of the two.
+2. **Servers**: the same app started twice, ``MICROBATCH_MODE=batched`` and ``unbatched``, each one
+   process with one worker (uvicorn; gunicorn ``gthread`` or waitress with enough threads for every
+   user), on loopback. Both run for the whole comparison (an idle one costs nothing), so the two
+   modes' steps can alternate and share the machine's drift. Each is warmed up first.
+3. **Closed-loop sweep**: Locust ``InteractiveUser`` (one text per request, no think time) at each
+   user count, both modes, a fixed time each. Throughput counts the texts of the requests that
+   passed Locust's checks and completed inside the window (all users spawned -> end); latency
+   percentiles are over those requests, unrounded.
+4. **Mixed**: ``InteractiveUser`` and ``BulkUser`` (16-64 texts a request) at 3:1.
+5. **Constant rate**: ``ConstantRateUser`` at a fixed offered rate (default half the first ceiling
+   measurement), so the tail latency of a server that cannot keep up is not hidden by a closed loop
+   sending it less.
+
+It prints the table (texts/s, requests/s, p50/p95/p99, failures, mean batch size, batched over
+unbatched, share of the ceiling) and the issue's targets as measured (reported, not asserted), and
+writes CSVs, Locust's own CSVs, the raw request records, server logs and a PNG plot into
+``load/results/<run>/`` (gitignored). Every step is bounded in time and the servers are always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+LOAD = REPO / "load"
+sys.path.insert(0, str(LOAD))
+
+from corpus import sentences  # noqa: E402
+
+MODES = ("batched", "unbatched")
+APPS = {
+    ("starlette", "uvicorn"): "examples.starlette_app:app",
+    ("flask", "gunicorn"): "examples.flask_app:app",
+    ("flask", "waitress"): "examples.flask_app:app",
+    ("django", "uvicorn"): "examples.django_app.asgi:application",
+    ("django", "gunicorn"): "examples.django_app.wsgi:application",
+    ("django", "waitress"): "examples.django_app.wsgi:application",
+}
+DEFAULT_SERVER = {"starlette": "uvicorn", "flask": "gunicorn", "django": "uvicorn"}
+CEILING_BATCH = 32
+START_TIMEOUT = 240.0  # loading torch and the model on a busy 2-core machine
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Step:
+    """One Locust run against one server, summarised."""
+
+    step: str  # "closed", "mixed" or "rate"
+    users: int
+    mode: str
+    seconds: float
+    requests: int  # passed, completed in the window
+    texts: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    bulk_p95_ms: float | None = None  # mixed: the bulk requests' p95 (the columns above: single texts)
+    offered_rps: float | None = None  # rate: requests per second offered
+    mean_batch: float | None = None  # batched: mean batch size in the window
+
+    @property
+    def texts_per_s(self) -> float:
+        return self.texts / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def requests_per_s(self) -> float:
+        return self.requests / self.seconds if self.seconds > 0 else 0.0
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (an observed value); NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def summarise(results: dict[str, Any], step: str, users: int, mode: str) -> Step:
+    start, end = results["window"]
+    records = results["records"]  # [name, start, latency s, texts, ok]
+    passed = [r for r in records if r[4]]
+    single = [r[2] * 1000 for r in passed if r[0] != "/embed texts"]
+    bulk = [r[2] * 1000 for r in passed if r[0] == "/embed texts"]
+    return Step(
+        step=step,
+        users=users,
+        mode=mode,
+        seconds=end - start,
+        requests=len(passed),
+        texts=sum(r[3] for r in passed),
+        failures=len(records) - len(passed),
+        p50_ms=percentile(single, 0.50),
+        p95_ms=percentile(single, 0.95),
+        p99_ms=percentile(single, 0.99),
+        bulk_p95_ms=percentile(bulk, 0.95) if step == "mixed" else None,
+    )
+
+
+# ------------------------------------------------------------------------------------------ ceiling
+
+
+def measure_ceiling(seconds: float) -> float:
+    """Texts per second of ``embed_texts`` on batches of 32 corpus sentences, back to back, for ``seconds``."""
+    sys.path.insert(0, str(REPO))
+    from examples._embedder import embed_texts, load_model
+
+    load_model()
+    texts = sentences(CEILING_BATCH * 64, seed=1)
+    batches = [texts[i : i + CEILING_BATCH] for i in range(0, len(texts), CEILING_BATCH)]
+    embed_texts(batches[0])  # warm-up at this batch shape
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        embed_texts(batches[done % len(batches)])
+        done += 1
+    return done * CEILING_BATCH / (time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------------ servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(framework: str, server: str, port: int, threads: int) -> list[str]:
+    target = APPS[(framework, server)]
+    python = sys.executable
+    if server == "uvicorn":
+        return [python, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+                "--log-level", "warning", "--no-access-log"]
+    if server == "gunicorn":
+        return [python, "-m", "gunicorn", "--workers", "1", "--worker-class", "gthread", "--threads", str(threads),
+                "--bind", f"127.0.0.1:{port}", "--timeout", "120", "--log-level", "warning", target]
+    return [python, "-m", "waitress", "--host", "127.0.0.1", f"--port={port}", f"--threads={threads}", target]
+
+
+def http_json(url: str, body: Any = None, timeout: float = 60.0) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@contextmanager
+def serving(framework: str, server: str, mode: str, threads: int, log: Path) -> Iterator[Server]:
+    """Start the app in ``mode`` in a server process of its own (not yet healthy); always stop it on exit."""
+    port = free_port()
+    env = {**os.environ, "MICROBATCH_MODE": mode, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            server_command(framework, server, port, threads), cwd=REPO, env=env, stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,  # its own group: Ctrl-C here is ours to handle
+        )
+        try:
+            yield Server(f"http://127.0.0.1:{port}", process, log)
+        finally:
+            stop(process)
+
+
+def wait_healthy(server: Server) -> str:
+    """The server's URL once ``/healthz`` answers ok (the model is loaded)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {server.process.returncode}; see {server.log}")
+        try:
+            if http_json(f"{server.url}/healthz", timeout=2).get("status") == "ok":
+                return server.url
+        except (OSError, ValueError):
+            pass  # not listening yet
+        time.sleep(0.25)  # polling a starting process: nothing to wait on but time
+    raise RuntimeError(f"the server was not healthy within {START_TIMEOUT:.0f}s; see {server.log}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (graceful: the batcher drains), then SIGKILL to the process group after 20 s."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def warm_up(url: str) -> None:
+    """Sequential single texts, then bursts of 32 concurrent ones, then a list: every code path runs
+    once and the batcher has measured its cost model before anything is timed."""
+    texts = sentences(96, seed=2)
+    for text in texts[:16]:
+        http_json(f"{url}/embed", {"text": text})
+    with ThreadPoolExecutor(32) as pool:
+        for burst in range(2):
+            list(pool.map(lambda t: http_json(f"{url}/embed", {"text": t}), texts[32 * burst : 32 * burst + 32]))
+    http_json(f"{url}/embed", {"texts": texts[64:96]})
+
+
+def batch_sizes(url: str) -> dict[str, int]:
+    batchers = http_json(f"{url}/stats")["batchers"]
+    return dict(batchers["embed"]["batch_sizes"]) if "embed" in batchers else {}
+
+
+def mean_batch(before: dict[str, int], after: dict[str, int]) -> float | None:
+    delta = {int(size): after[size] - before.get(size, 0) for size in after}
+    batches = sum(delta.values())
+    return sum(size * n for size, n in delta.items()) / batches if batches else None
+
+
+# ------------------------------------------------------------------------------------------ locust
+
+
+def run_locust(
+    url: str, classes: Sequence[str], users: int, seconds: float, prefix: Path, rate: float | None = None
+) -> dict[str, Any]:
+    """One headless Locust run; returns the locustfile's record of the measurement window."""
+    results = prefix.with_suffix(".json")
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOAD / "locustfile.py"), "--headless", "--only-summary",
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", "--host", url,
+        "--csv", str(prefix), "--loglevel", "WARNING", "--results-file", str(results),
+        *(["--rate", f"{rate:g}"] if rate is not None else []), *classes,
+    ]
+    with open(prefix.with_suffix(".log"), "w") as out:
+        # Exit code 1 only says some requests failed: the failures are counted from the records.
+        subprocess.run(command, cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 120, check=False)
+    if not results.exists():
+        raise RuntimeError(f"Locust wrote no results; see {prefix.with_suffix('.log')}")
+    loaded: dict[str, Any] = json.loads(results.read_text())
+    return loaded
+
+
+def measure(
+    url: str, mode: str, step: str, classes: Sequence[str], users: int, seconds: float, out: Path,
+    rate: float | None = None,
+) -> Step:
+    before = batch_sizes(url)
+    results = run_locust(url, classes, users, seconds, out / f"{mode}-{step}-{users}u", rate)
+    summary = summarise(results, step, users, mode)
+    summary.mean_batch = mean_batch(before, batch_sizes(url))
+    if rate is not None:
+        summary.offered_rps = rate * users
+    for message, count in results["failures"].items():
+        print(f"    {mode} {step} {users}u: {count} x {message}", file=sys.stderr)
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def table(steps: list[Step], ceiling: float) -> str:
+    header = ("step", "users", "mode", "texts/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "fails", "batch",
+              "vs unbatched", "of ceiling")
+    rows = [header]
+    for s in steps:
+        other = next((o for o in steps if (o.step, o.users) == (s.step, s.users) and o.mode == "unbatched"), None)
+        ratio = s.texts_per_s / other.texts_per_s if other and other.texts_per_s and s.mode == "batched" else None
+        label = {"closed": "closed loop", "mixed": "mixed 3:1", "rate": f"rate {fmt(s.offered_rps, 0)}/s"}[s.step]
+        rows.append((
+            label, str(s.users), s.mode, fmt(s.texts_per_s), fmt(s.requests_per_s), fmt(s.p50_ms), fmt(s.p95_ms),
+            fmt(s.p99_ms), str(s.failures), fmt(s.mean_batch), "-" if ratio is None else f"{ratio:.2f}x",
+            f"{s.texts_per_s / ceiling:.2f}",
+        ))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)
+
+
+def notes(steps: list[Step], ceiling: float) -> list[str]:
+    """The bulk requests of the mixed step, and the issue's targets as measured (reported, never asserted)."""
+    lines = [f"mixed, {s.mode}: bulk requests (16-64 texts) p95 {fmt(s.bulk_p95_ms)} ms"
+             for s in steps if s.step == "mixed"]
+    closed = {(s.users, s.mode): s for s in steps if s.step == "closed"}
+    for users in sorted({u for u, _ in closed}):
+        b, u = closed.get((users, "batched")), closed.get((users, "unbatched"))
+        if b is None or u is None:
+            continue
+        if users >= 32 and u.texts_per_s:
+            ratio, share = b.texts_per_s / u.texts_per_s, b.texts_per_s / ceiling
+            lines.append(f"{users} users: batched is {ratio:.2f}x unbatched (target >= 3: {met(ratio >= 3)}), "
+                         f"{share:.2f} of the ceiling (target >= 0.7: {met(share >= 0.7)})")
+        if users == 1:
+            gap = b.p50_ms - u.p50_ms
+            lines.append(f"1 user: p50 batched {b.p50_ms:.2f} ms, unbatched {u.p50_ms:.2f} ms, "
+                         f"difference {gap:+.2f} ms (target within 1 ms: {met(gap <= 1)})")
+    return lines
+
+
+def met(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def write_csv(steps: list[Step], ceiling: float, path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        fields = list(asdict(steps[0])) if steps else []
+        writer.writerow([*fields, "texts_per_s", "requests_per_s", "share_of_ceiling", "ceiling_texts_per_s"])
+        for s in steps:
+            writer.writerow([*asdict(s).values(), f"{s.texts_per_s:.3f}", f"{s.requests_per_s:.3f}",
+                             f"{s.texts_per_s / ceiling:.4f}", f"{ceiling:.3f}"])
+
+
+def plot(steps: list[Step], ceiling: float, title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for mode, style in (("batched", "o-"), ("unbatched", "s--")):
+        points = sorted((s.users, s.texts_per_s, s.p95_ms) for s in steps if s.step == "closed" and s.mode == mode)
+        if points:
+            users, throughput, p95 = zip(*points)
+            left.plot(users, throughput, style, label=mode)
+            right.plot(users, p95, style, label=mode)
+    left.axhline(ceiling, color="grey", linestyle=":", label=f"offline ceiling ({ceiling:.0f}/s)")
+    left.set(title="throughput", xlabel="users (closed loop)", ylabel="texts per second", ylim=(0, None))
+    right.set(title="p95 latency", xlabel="users (closed loop)", ylabel="milliseconds", yscale="log")
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(sorted({s.users for s in steps if s.step == "closed"}))
+        axis.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        axis.grid(True, alpha=0.3)
+        axis.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--framework", choices=("starlette", "flask", "django"), default="starlette")
+    parser.add_argument("--server", choices=("uvicorn", "gunicorn", "waitress"),
+                        help="default: uvicorn for starlette and django (ASGI), gunicorn gthread for flask; "
+                             "gunicorn or waitress serve django's WSGI app")
+    parser.add_argument("--users", help="closed-loop user counts (default 1,8,32,64; --quick: 1,32)")
+    parser.add_argument("--duration", type=float, help="seconds per step (default 15; --quick: 3)")
+    parser.add_argument("--modes", default="batched,unbatched", help="default: both")
+    parser.add_argument("--mixed-users", type=int, help="users of the mixed step, 0 skips it (default 32; --quick: 8)")
+    parser.add_argument("--rate-users", type=int,
+                        help="users of the constant-rate step, 0 skips it (default 64; --quick: 16)")
+    parser.add_argument("--rate", type=float, help="requests/s offered in all by the constant-rate step "
+                                                   "(default: half the offline ceiling)")
+    parser.add_argument("--ceiling-seconds", type=float, help="default 6; --quick: 2")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter steps")
+    parser.add_argument("--out", type=Path, default=LOAD / "results")
+    args = parser.parse_args(argv)
+    defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0} \
+        if args.quick else {"users": "1,8,32,64", "duration": 15.0, "mixed_users": 32, "rate_users": 64,
+                            "ceiling_seconds": 6.0}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    args.server = args.server or DEFAULT_SERVER[args.framework]
+    if (args.framework, args.server) not in APPS:
+        parser.error(f"--framework {args.framework} cannot run on --server {args.server}")
+    args.user_counts = sorted({int(u) for u in args.users.split(",")})
+    args.mode_list = [m for m in MODES if m in args.modes.split(",")]
+    if not args.mode_list or min(args.user_counts) < 1 or args.duration <= 0:
+        parser.error("need at least one mode, user counts >= 1 and a positive --duration")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    out: Path = args.out / f"{args.framework}-{args.server}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True)
+    title = f"{args.framework} on {args.server}, one worker, all-MiniLM-L6-v2 on {os.cpu_count()} CPUs"
+    print(f"microbatch load comparison: {title}; results in {out}", flush=True)
+
+    print(f"measuring the offline ceiling (batches of {CEILING_BATCH}, {args.ceiling_seconds:g} s)...", flush=True)
+    ceilings = [measure_ceiling(args.ceiling_seconds)]
+    print(f"  ceiling: {ceilings[0]:.1f} texts/s", flush=True)
+
+    threads = max(args.user_counts + [args.mixed_users, args.rate_users]) + 16  # a thread per user, and spare
+    steps: list[Step] = []
+    with ExitStack() as stack:
+        print(f"starting the {' and '.join(args.mode_list)} servers...", flush=True)
+        servers = {  # all started at once: they load the model side by side
+            mode: stack.enter_context(serving(args.framework, args.server, mode, threads, out / f"server-{mode}.log"))
+            for mode in args.mode_list
+        }
+        urls = {mode: wait_healthy(server) for mode, server in servers.items()}
+        for url in urls.values():
+            warm_up(url)
+
+        def run(step: str, classes: Sequence[str], users: int, rate: float | None = None) -> None:
+            for mode in args.mode_list:
+                print(f"  {step:<6} {users:>3} users  {mode:<9}", end=" ", flush=True)
+                result = measure(urls[mode], mode, step, classes, users, args.duration, out, rate)
+                print(f"{result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
+                      f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}", flush=True)
+                steps.append(result)
+
+        print(f"closed-loop sweep ({args.duration:g} s a step):", flush=True)
+        for users in args.user_counts:
+            run("closed", ["InteractiveUser"], users)
+        if args.mixed_users:
+            run("mixed", ["InteractiveUser", "BulkUser"], args.mixed_users)
+        if args.rate_users:
+            offered = args.rate if args.rate else round(ceilings[0] / 2)
+            run("rate", ["ConstantRateUser"], args.rate_users, rate=offered / args.rate_users)
+
+    # Measured again once the servers are gone: the machine's state drifts, and a ceiling is the best it did.
+    ceilings.append(measure_ceiling(args.ceiling_seconds))
+    ceiling = max(ceilings)
+
+    print()
+    print(f"offline ceiling: {ceiling:.1f} texts/s (batches of {CEILING_BATCH}, no server; the better of "
+          f"{ceilings[0]:.1f} before the steps and {ceilings[1]:.1f} after); {title}")
+    print(table(steps, ceiling))
+    print()
+    for line in notes(steps, ceiling):
+        print(line)
+    write_csv(steps, ceiling, out / "summary.csv")
+    plot(steps, ceiling, title, out / "comparison.png")
+    print(f"\ntable: {out / 'summary.csv'}")
+    print(f"plot: {out / 'comparison.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
