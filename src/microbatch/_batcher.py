@@ -52,6 +52,7 @@ _MIN_AGING = 0.05
 _MAX_AGING = 10.0
 _AGING_BATCHES = 16
 _MIN_QUIET = 50e-6
+_SMALL_RIDE = 0.75  # the share of max_batch_size a batch carrying small requests fills with large ones
 _MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
 
@@ -203,7 +204,7 @@ class Batcher(Generic[T, U]):
         "_waiting", "_wake", "_exit_waiters", "_stopped", "_wait_started", "_last_arrival", "_burst_gap", "_cost", "_arrivals",
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
-        "collate", "max_batch_tokens", "group_by_length", "timeout", "_size_of", "_real_tokens", "_padded_tokens", "_token_cost",
+        "collate", "max_batch_tokens", "group_by_length", "timeout", "_small_ride", "_size_of", "_real_tokens", "_padded_tokens", "_token_cost",
     )
 
     def __init__(
@@ -256,6 +257,7 @@ class Batcher(Generic[T, U]):
         self.on_error: OnError = on_error
         self.aging_ms = aging_ms
         self.timeout = timeout
+        self._small_ride = max(1, math.ceil(_SMALL_RIDE * max_batch_size))
         self.collate = collate
         self.max_batch_tokens = max_batch_tokens
         self.group_by_length = group_by_length
@@ -712,9 +714,16 @@ class Batcher(Generic[T, U]):
         return min((r.arrival for _, _, r in self._heap if not r.done), default=_clock())
 
     def _take_locked(self, now: float) -> list[_Slice]:
+        """Take the next batch in priority order.
+
+        A batch that carries small requests is topped up with large-request items only to
+        ``_SMALL_RIDE`` of ``max_batch_size``: small requests then ride a shorter batch (about 3/4 of
+        a full one's run time for most models) at a cost of a few percent of bulk throughput.
+        """
         heap = self._heap
         space = self.max_batch_size
         batch: list[_Slice] = []
+        carries_small = False
         while space and heap:
             request = heap[0][2]
             if request.done:
@@ -724,6 +733,12 @@ class Batcher(Generic[T, U]):
                 heapq.heappop(heap)
                 self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
                 continue
+            if request.size <= self.small_request_size:
+                carries_small = True
+            elif carries_small:
+                space = min(space, self._small_ride - (self.max_batch_size - space))
+                if space <= 0:
+                    break
             start = request.cursor
             stop = min(request.size, start + space)
             request.cursor = stop
@@ -733,7 +748,7 @@ class Batcher(Generic[T, U]):
             space -= stop - start
             batch.append((request, start, stop))
             self._queue_wait.add(now - request.arrival)
-        self._running = self.max_batch_size - space
+        self._running = sum(stop - start for _, start, stop in batch)
         return batch
 
     def _take_by_length_locked(self, now: float) -> list[_Slice]:

@@ -20,34 +20,47 @@ __all__ = ["ArrivalRate", "CostModel"]
 
 
 class CostModel:
-    """Least-squares fit of ``duration ≈ a + b*n`` over the most recent batches."""
+    """Least-squares fit of ``duration ≈ a + b*n`` over the most recent batches.
 
-    __slots__ = ("_samples", "fixed", "per_item")
+    Kept as running sums so that a refit costs the same few operations whatever the window: it
+    runs on the worker after every batch, where each microsecond is a lone caller's latency.
+    """
+
+    __slots__ = ("_samples", "_sn", "_st", "_snn", "_snt", "fixed", "per_item")
 
     def __init__(self, window: int = 64) -> None:
         self._samples: deque[tuple[int, float]] = deque(maxlen=window)
+        self._sn = self._st = self._snn = self._snt = 0.0
         self.fixed: float | None = None
         self.per_item: float | None = None
 
     def add(self, n: int, duration: float) -> None:
+        if len(self._samples) == self._samples.maxlen:
+            old_n, old_t = self._samples[0]
+            self._sn -= old_n
+            self._st -= old_t
+            self._snn -= old_n * old_n
+            self._snt -= old_n * old_t
         self._samples.append((n, duration))
+        self._sn += n
+        self._st += duration
+        self._snn += n * n
+        self._snt += n * duration
         self._refit()
 
     def _refit(self) -> None:
-        samples = self._samples
-        k = len(samples)
-        mean_n = sum(n for n, _ in samples) / k
-        mean_t = sum(t for _, t in samples) / k
-        var_n = sum((n - mean_n) ** 2 for n, _ in samples) / k
+        k = len(self._samples)
+        mean_n, mean_t = self._sn / k, self._st / k
+        var_n = self._snn / k - mean_n * mean_n
         if var_n >= 0.25:
-            cov = sum((n - mean_n) * (t - mean_t) for n, t in samples) / k
-            b = max(0.0, cov / var_n)
+            b = max(0.0, (self._snt / k - mean_n * mean_t) / var_n)
         elif self.per_item is not None:
             # All recent batches had one size, so the split is unidentifiable; keep the last slope.
             b = self.per_item
         else:
-            # No evidence of a per-item cost yet: assume the worst case for waiting, all fixed.
-            b = 0.0
+            # No evidence of a fixed cost yet: assume none, so nothing waits for company and a full
+            # batch is not underestimated (aging, retry_after) until batches of other sizes show it.
+            b = mean_t / mean_n if mean_n > 0 else 0.0
         a = min(max(0.0, mean_t - b * mean_n), mean_t)
         self.fixed, self.per_item = a, b
 

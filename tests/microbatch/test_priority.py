@@ -17,13 +17,14 @@ def test_small_requests_are_served_before_a_large_request_queued_earlier_which_i
     b = make_batcher(gate, max_batch_size=4, small_request_size=2, max_wait_ms=0, aging_ms=60_000, name="small-first")
     hold(b, gate)
 
-    large, single, small_map = enqueue(b, ["L0", "L1", "L2", "L3", "L4", "L5"], "s", ["m0", "m1"])
+    large, single, small_map = enqueue(b, ["L0", "L1", "L2", "L3", "L4", "L5"], "s", ["m0"])
     gate.open()
 
     assert large.result() == [("out", f"L{i}") for i in range(6)]
     assert single.result() == ("out", "s")
-    assert small_map.result() == [("out", "m0"), ("out", "m1")]
-    assert gate.calls == [["blocker"], ["s", "m0", "m1", "L0"], ["L1", "L2", "L3", "L4"], ["L5"]]
+    assert small_map.result() == [("out", "m0")]
+    # A batch carrying small requests is topped up with large items to 3/4 of max_batch_size.
+    assert gate.calls == [["blocker"], ["s", "m0", "L0"], ["L1", "L2", "L3", "L4"], ["L5"]]
 
 
 def test_requests_of_equal_priority_are_served_first_in_first_out(
@@ -39,9 +40,9 @@ def test_requests_of_equal_priority_are_served_first_in_first_out(
         call.result()
     assert gate.calls[1:] == [
         ["a", "b", "c", "d"],  # small requests, in arrival order
-        ["e", "f", "g", "A0"],  # then the large ones, in arrival order
-        ["A1", "A2", "B0", "B1"],
-        ["B2"],
+        ["e", "f", "g"],  # a batch carrying small requests takes large items only up to 3/4 full
+        ["A0", "A1", "A2", "B0"],  # then the large ones, in arrival order
+        ["B1", "B2"],
     ]
 
 
@@ -75,9 +76,9 @@ def test_a_large_request_is_not_overtaken_by_small_ones_arriving_more_than_aging
     for call in calls:
         call.result()
     assert gate.calls[1:] == [
-        ["early", "L0", "L1", "L2"],
-        ["L3", "L4", "L5", "late-0"],
-        ["late-1", "late-2"],
+        ["early", "L0", "L1"],  # the early small one overtook; the batch carrying it is 3/4 full
+        ["L2", "L3", "L4", "L5"],  # the late small ones did not
+        ["late-0", "late-1", "late-2"],
     ]
 
 
@@ -105,4 +106,4 @@ def test_the_default_aging_delay_is_sixteen_full_batch_run_times(
 
     for call in calls:
         call.result()
-    assert gate.calls[2:] == [["early", "L0", "L1", "L2"], ["L3", "L4", "L5", "late"]]
+    assert gate.calls[2:] == [["early", "L0", "L1"], ["L2", "L3", "L4", "L5"], ["late"]]
