@@ -51,7 +51,7 @@ _STATS_WINDOW = 1024
 _MIN_AGING = 0.05
 _MAX_AGING = 10.0
 _AGING_BATCHES = 16
-_MIN_QUIET = 50e-6
+_MIN_QUIET = 1e-3  # thread wake-ups and HTTP parsing spread a returning burst over about this much
 _SMALL_RIDE = 0.75  # the share of max_batch_size a batch carrying small requests fills with large ones
 _MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
@@ -703,11 +703,15 @@ class Batcher(Generic[T, U]):
             if self._arrivals.at(now) * fixed < 1.0:
                 return 0.0
             self._wait_started = now
+        if self._last_arrival <= self._wait_started:
+            # Nobody has come yet: callers released by the last batch may still be on their way
+            # back (a client's round trip), so give them up to one fixed cost.
+            return self._wait_started + fixed - now
         full = self._cost.estimate(self.max_batch_size) or fixed
         give_up = self._wait_started + min(2 * fixed, full)
-        # Keep waiting only while a burst is still arriving: callers released by the last batch
-        # come back close together, and a few typical in-burst gaps of silence mean it is over.
-        quiet = max(self._last_arrival, self._wait_started) + min(max(4 * self._burst_gap, _MIN_QUIET), fixed / 2)
+        # Once company arrives, keep waiting only while the burst goes on: returning callers come
+        # close together, and a few typical in-burst gaps of silence mean it is over.
+        quiet = self._last_arrival + min(max(4 * self._burst_gap, _MIN_QUIET), fixed / 2)
         return min(give_up, quiet) - now
 
     def _oldest_arrival_locked(self) -> float:
