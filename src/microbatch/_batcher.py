@@ -361,10 +361,13 @@ class Batcher(Generic[T, U]):
             return
         waiter = _AsyncWaiter(asyncio.get_running_loop())
         with self._lock:
-            if self._stopped:
-                return
-            self._exit_waiters.append(waiter)
-        await asyncio.shield(waiter.future)
+            stopped = self._stopped
+            if not stopped:
+                self._exit_waiters.append(waiter)
+        if not stopped:
+            await asyncio.shield(waiter.future)
+        # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
+        thread.join()
 
     @property
     def closed(self) -> bool:
@@ -717,6 +720,15 @@ class Batcher(Generic[T, U]):
     def _oldest_arrival_locked(self) -> float:
         return min((r.arrival for _, _, r in self._heap if not r.done), default=_clock())
 
+    def _gone_locked(self, request: _Request, now: float) -> bool:
+        """True if ``request`` must not run: already resolved, or past its deadline (resolved here)."""
+        if request.done:
+            return True
+        if request.deadline is not None and now >= request.deadline:
+            self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
+            return True
+        return False
+
     def _take_locked(self, now: float) -> list[_Slice]:
         """Take the next batch in priority order.
 
@@ -730,12 +742,8 @@ class Batcher(Generic[T, U]):
         carries_small = False
         while space and heap:
             request = heap[0][2]
-            if request.done:
+            if self._gone_locked(request, now):
                 heapq.heappop(heap)  # lazy removal of cancelled and expired requests
-                continue
-            if request.deadline is not None and now >= request.deadline:
-                heapq.heappop(heap)
-                self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
                 continue
             if request.size <= self.small_request_size:
                 carries_small = True
@@ -770,10 +778,7 @@ class Batcher(Generic[T, U]):
         while heap and seen < 4 * self.max_batch_size:
             entry = heapq.heappop(heap)
             request = entry[2]
-            if request.done:
-                continue
-            if request.deadline is not None and now >= request.deadline:
-                self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
+            if self._gone_locked(request, now):
                 continue
             window.append(entry)
             seen += request.size - request.cursor
@@ -962,16 +967,7 @@ class Batcher(Generic[T, U]):
     def _live_slices(self, part: list[_Slice]) -> list[_Slice]:
         now = _clock()
         with self._lock:
-            live = []
-            for slice_ in part:
-                request = slice_[0]
-                if request.done:
-                    continue
-                if request.deadline is not None and now >= request.deadline:
-                    self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
-                    continue
-                live.append(slice_)
-            return live
+            return [slice_ for slice_ in part if not self._gone_locked(slice_[0], now)]
 
     def _deliver(self, part: list[_Slice], items: list[Any], output: Any, seconds: float) -> None:
         if inspect.iscoroutine(output):
