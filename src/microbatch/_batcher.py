@@ -30,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
-from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast
+from typing import Any, Generic, Literal, TypedDict, TypeVar, Unpack, cast, overload
 
 from ._deadline import remaining
 from ._collate import Collate
@@ -172,6 +172,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+class _Options(TypedDict, total=False):
+    max_batch_size: int
+    max_wait_ms: float | None
+    small_request_size: int
+    max_queue_size: int
+    on_error: OnError
+    name: str | None
+    aging_ms: float | None
+    max_batch_tokens: int | None
+    group_by_length: bool
+    timeout: float | None
+
+
+class BatcherOptions(_Options, total=False):
+    """The keyword arguments of :class:`Batcher` (and :func:`batch`), for typed pass-through."""
+
+    collate: Collate | None
+
+
 class Batcher(Generic[T, U]):
     """Groups concurrent calls into batches, runs ``fn`` once per batch, and hands each caller its result.
 
@@ -207,9 +226,20 @@ class Batcher(Generic[T, U]):
         "collate", "max_batch_tokens", "group_by_length", "timeout", "_small_ride", "_size_of", "_real_tokens", "_padded_tokens", "_token_cost",
     )
 
+    @overload
     def __init__(
         self,
         fn: Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]],
+        **options: Unpack[_Options],
+    ) -> None: ...
+
+    @overload
+    def __init__(self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[_Options]) -> None:
+        """With a ``collate``, ``fn`` takes its batch input (say padded tensors), not a list of items."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
         *,
         max_batch_size: int = 32,
         max_wait_ms: float | None = None,
@@ -469,7 +499,7 @@ class Batcher(Generic[T, U]):
             if not isinstance(bound, Batcher):
                 options = self._options()
                 options["name"] = f"{self.name}[{id(instance):#x}]"
-                bound = Batcher(self._fn.__get__(instance, owner), **options)
+                bound = _build(self._fn.__get__(instance, owner), options)
                 namespace[self._attr_name] = bound
             return bound
 
@@ -910,9 +940,9 @@ class Batcher(Generic[T, U]):
                     started = _clock()
                     try:
                         if collate is None:
-                            result = await fn(items)  # type: ignore[misc]
+                            result = await fn(items)
                         else:
-                            result = collate.split(await fn(collate.collate(items)), items)  # type: ignore[misc]
+                            result = collate.split(await fn(collate.collate(items)), items)
                         outcome: _Outcome = (True, result, _clock() - started)
                     except BaseException as exc:  # noqa: BLE001
                         outcome = (False, exc, _clock() - started)
@@ -1103,22 +1133,6 @@ def _check_ms(name: str, value: object) -> None:
         raise ValueError(f"{name} must be None or a number of milliseconds >= 0, got {value!r}")
 
 
-class BatcherOptions(TypedDict, total=False):
-    """The keyword arguments of :class:`Batcher` (and :func:`batch`), for typed pass-through."""
-
-    max_batch_size: int
-    max_wait_ms: float | None
-    small_request_size: int
-    max_queue_size: int
-    on_error: OnError
-    name: str | None
-    aging_ms: float | None
-    collate: Collate | None
-    max_batch_tokens: int | None
-    group_by_length: bool
-    timeout: float | None
-
-
 def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
     """Decorator form of :class:`Batcher`, taking the same keyword arguments.
 
@@ -1128,6 +1142,13 @@ def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], B
 
     def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
         # Typed loosely: a method takes (self, items) until the instance binds it.
-        return Batcher(fn, **options)
+        return _build(fn, options)
 
     return decorate
+
+
+def _build(fn: Callable[..., Any], options: BatcherOptions) -> Batcher[Any, Any]:
+    """``Batcher(fn, **options)`` for options passed through, whichever overload they fit."""
+    rest = cast(_Options, {k: v for k, v in options.items() if k != "collate"})
+    collate = options.get("collate")
+    return Batcher(fn, **rest) if collate is None else Batcher(fn, collate=collate, **rest)
