@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+from tests._support import wait_until
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -27,14 +28,6 @@ from microbatch import Batcher
 WAIT = 10.0  # bounds a wait for something that should happen almost at once; no assertion depends on it
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Return once ``predicate()`` holds (polled every half millisecond); fail naming ``what`` after WAIT."""
-    deadline = time.monotonic() + WAIT
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting until {what}")
-        pause.wait(0.0005)
 
 
 class Gate:

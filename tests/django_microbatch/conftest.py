@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,6 +16,8 @@ from typing import Any
 
 import django
 import pytest
+
+from tests._support import wait_until
 from django.conf import settings
 from django.test import AsyncClient, Client, override_settings
 
@@ -61,17 +61,6 @@ def model() -> djmb_app.FakeModel:
     return djmb_app.MODEL
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Return once ``predicate()`` holds, polled with sub-millisecond pauses; fail naming ``what`` after WAIT.
-
-    A wait for a condition, not a sleep standing in for synchronisation: it returns as soon as it holds.
-    """
-    deadline = time.monotonic() + WAIT
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {WAIT}s waiting until {what}")
-        pause.wait(0.0005)
 
 
 @pytest.fixture(name="wait_until")

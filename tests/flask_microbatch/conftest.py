@@ -7,12 +7,13 @@ import contextvars
 import importlib.util
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests._support import wait_until
 from flask import Flask
 
 HERE = Path(__file__).parent
@@ -34,14 +35,6 @@ def _load_served_app() -> Any:
 served = _load_served_app()
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Return as soon as ``predicate()`` holds (polled with sub-millisecond pauses); fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        pause.wait(0.0005)
 
 
 class InThread:

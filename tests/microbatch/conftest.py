@@ -14,11 +14,12 @@ import asyncio
 import functools
 import itertools
 import threading
-import time
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from typing import Any
 
 import pytest
+
+from tests._support import wait_until
 
 import microbatch._batcher
 from microbatch import Batcher
@@ -28,18 +29,6 @@ from microbatch import Batcher
 WAIT = 10.0
 
 
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    """Return once ``predicate()`` holds; fail the test naming ``what`` if it does not within ``timeout``.
-
-    A wait for a condition (polled with sub-millisecond pauses, bounded by a deadline), not a sleep
-    standing in for synchronisation: it returns as soon as the condition holds.
-    """
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
-        pause.wait(0.0005)
 
 
 def wait_for_depth(b: Batcher[Any, Any], n: int) -> None:

@@ -94,7 +94,14 @@ def test_the_adaptive_policy_waits_for_company_in_a_burst_but_no_longer_than_one
     one_batch = stats.fixed_cost + stats.per_item_cost * 8 + 1e-6
     fake_clock.advance(one_batch)
     wait_until(lambda: len(gate.calls) == 11, "the held items went out once one batch's cost had passed")
-    fake_clock.advance(one_batch)  # the map's last item, alone again, waits for company no longer either
+
+    def time_passes() -> bool:
+        # The map's last item, alone again, waits for company no longer than that either; time keeps
+        # moving until it goes (advancing once could come before the worker starts its wait).
+        fake_clock.advance(one_batch)
+        return len(gate.calls) == 12
+
+    wait_until(time_passes, "the map's last item went out")
 
     assert burst.result() == [("out", i) for i in range(76)]
     assert [c.result() for c in late] == [("out", f"late-{i}") for i in range(3)]

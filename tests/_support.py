@@ -1,0 +1,23 @@
+"""Helpers shared by the test packages (imported as ``tests._support``; conftests cannot import each other)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+WAIT = 10.0  # bounds a wait for something that should happen almost at once; no assertion depends on it
+
+
+def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
+    """Return once ``predicate()`` holds; fail the test naming ``what`` if it does not within ``timeout``.
+
+    A wait for a condition (polled with sub-millisecond pauses, bounded by a deadline), not a sleep
+    standing in for synchronisation: it returns as soon as the condition holds.
+    """
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting until {what}")
+        pause.wait(0.0005)
