@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+import pytest
 
 WAIT = 10.0  # bounds a wait for something that should happen almost at once; no assertion depends on it
 
@@ -21,3 +23,15 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = WAIT) 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting until {what}")
         pause.wait(0.0005)
+
+
+@pytest.fixture(autouse=True)
+def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.ExceptHookArgs]]:
+    """Fail any test in which a thread (a batcher's worker above all) dies of an uncaught exception.
+
+    Autouse wherever a conftest imports it.
+    """
+    errors: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", errors.append)
+    yield errors
+    assert not errors, f"a thread died of an uncaught exception: {[(e.thread, e.exc_value) for e in errors]}"

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests._support import wait_until
+from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
 
 import microbatch._batcher
 from microbatch import Batcher
@@ -138,16 +138,43 @@ class AsyncGate(Gate):
         return self.process(items)
 
 
-class Call:
+class _Outcome:
+    """What a call running elsewhere ended with; subclasses set ``done`` and say what they are."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.cancelled = False
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def wait(self, timeout: float = WAIT) -> None:
+        if not self.done.wait(timeout):
+            raise AssertionError(f"{self.describe()} did not finish within {timeout}s")
+
+    def result(self, timeout: float = WAIT) -> Any:
+        """The call's return value; re-raises what the call raised (CancelledError if cancelled)."""
+        self.wait(timeout)
+        if self.cancelled:
+            raise asyncio.CancelledError()
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+    def exception(self, timeout: float = WAIT) -> BaseException | None:
+        self.wait(timeout)
+        return self.error
+
+
+class Call(_Outcome):
     """A blocking call made on a thread of its own (named ``caller-N``); the test collects its outcome."""
 
     _ids = itertools.count()
 
     def __init__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.cancelled = False  # a blocking call cannot be cancelled; the attribute matches AsyncCall
+        super().__init__()  # a blocking call cannot be cancelled: ``cancelled`` stays False
         self._target: Callable[[], Any] = functools.partial(fn, *args, **kwargs)
         self.thread = threading.Thread(target=self._run, name=f"caller-{next(Call._ids)}", daemon=True)
         self.thread.start()
@@ -160,31 +187,16 @@ class Call:
         finally:
             self.done.set()
 
-    def wait(self, timeout: float = WAIT) -> None:
-        if not self.done.wait(timeout):
-            raise AssertionError(f"{self.thread.name} did not finish within {timeout}s")
-
-    def result(self, timeout: float = WAIT) -> Any:
-        """The call's return value; re-raises what the call raised."""
-        self.wait(timeout)
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-    def exception(self, timeout: float = WAIT) -> BaseException | None:
-        self.wait(timeout)
-        return self.error
+    def describe(self) -> str:
+        return self.thread.name
 
 
-class AsyncCall:
+class AsyncCall(_Outcome):
     """A coroutine run as a task on a :class:`LoopThread`; cancellable from the test thread."""
 
     def __init__(self, loop_thread: LoopThread, coro: Coroutine[Any, Any, Any]) -> None:
+        super().__init__()
         self.loop = loop_thread.loop
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.cancelled = False
         created = threading.Event()
 
         def create() -> None:
@@ -209,21 +221,8 @@ class AsyncCall:
         """Cancel the task (as a server does when its client disconnects)."""
         self.loop.call_soon_threadsafe(self.task.cancel)
 
-    def wait(self, timeout: float = WAIT) -> None:
-        if not self.done.wait(timeout):
-            raise AssertionError(f"task {self.task!r} did not finish within {timeout}s")
-
-    def result(self, timeout: float = WAIT) -> Any:
-        self.wait(timeout)
-        if self.cancelled:
-            raise asyncio.CancelledError()
-        if self.error is not None:
-            raise self.error
-        return self.value
-
-    def exception(self, timeout: float = WAIT) -> BaseException | None:
-        self.wait(timeout)
-        return self.error
+    def describe(self) -> str:
+        return f"task {self.task!r}"
 
 
 class LoopThread:
@@ -327,13 +326,6 @@ def enqueue() -> Callable[..., list[Call]]:
     return submit
 
 
-@pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.ExceptHookArgs]]:
-    """Fail any engine test in which a thread (a batcher's worker above all) dies of an uncaught exception."""
-    errors: list[threading.ExceptHookArgs] = []
-    monkeypatch.setattr(threading, "excepthook", errors.append)
-    yield errors
-    assert not errors, f"a thread died of an uncaught exception: {[(e.thread, e.exc_value) for e in errors]}"
 
 
 @pytest.fixture

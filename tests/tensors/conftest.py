@@ -4,12 +4,12 @@ and a check that no thread (a batcher's worker above all) dies of an uncaught ex
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
+
+from tests._support import thread_errors  # noqa: F401 - an autouse fixture
 
 
 @dataclass(frozen=True)
@@ -44,10 +44,3 @@ def minilm() -> MiniLM:
     return MiniLM(model, model[0].auto_model.eval(), tokenizer, words)
 
 
-@pytest.fixture(autouse=True)
-def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.ExceptHookArgs]]:
-    """Fail any test in which a thread dies of an uncaught exception."""
-    errors: list[threading.ExceptHookArgs] = []
-    monkeypatch.setattr(threading, "excepthook", errors.append)
-    yield errors
-    assert not errors, f"a thread died of an uncaught exception: {[(e.thread, e.exc_value) for e in errors]}"
