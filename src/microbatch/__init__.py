@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from ._batcher import Batcher, BatcherOptions, batch
+from importlib import metadata as _metadata
+
+from ._batcher import Batcher, batch
 from ._collate import Collate
 from ._deadline import deadline
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
+from ._options import BatcherOptions
 from ._stats import Histogram, Stats
 
 __all__ = [
@@ -24,4 +27,7 @@ __all__ = [
     "deadline",
 ]
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("microbatch")
+except _metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -9,14 +9,28 @@ when more items are expected within one fixed cost than are already queued. So t
 waits only then, only while items keep arriving (a closed-loop burst of callers coming back), and
 never longer than ``a`` itself, the most that merging can save. A lone request, a quiet service, or a
 cheap function (tiny ``a``) never waits.
+
+The same model sets the aging delay of large requests and the ``retry_after`` of an overloaded queue.
+Every constant of the policy is named below, with where it comes from.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
-__all__ = ["ArrivalRate", "CostModel"]
+__all__ = ["ArrivalRate", "CostModel", "WaitPolicy"]
+
+COST_WINDOW = 64  # batches the cost model is fitted over: recent enough to follow a warming model
+RATE_TAU = 0.5  # seconds; the arrival rate's memory, a few client round trips
+MIN_QUIET = 1e-3  # thread wake-ups and HTTP parsing spread a returning burst over about this much
+BURST_SMOOTHING = 0.2  # weight of the newest in-burst gap in its running mean
+QUIET_GAPS = 4  # a burst is over after this many typical gaps without an arrival
+GIVE_UP_FIXED_COSTS = 2  # never wait for company longer than this many fixed costs (nor one full batch)
+AGING_BATCHES = 16  # a large request yields to small ones for this many full-batch run times...
+MIN_AGING, MAX_AGING = 0.05, 10.0  # ...bounded to this range, in seconds
+UNMEASURED = 1.0  # seconds: the aging delay and retry_after before any batch has been measured
 
 
 class CostModel:
@@ -28,7 +42,7 @@ class CostModel:
 
     __slots__ = ("_samples", "_sn", "_st", "_snn", "_snt", "fixed", "per_item")
 
-    def __init__(self, window: int = 64) -> None:
+    def __init__(self, window: int = COST_WINDOW) -> None:
         self._samples: deque[tuple[int, float]] = deque(maxlen=window)
         self._sn = self._st = self._snn = self._snt = 0.0
         self.fixed: float | None = None
@@ -76,7 +90,7 @@ class ArrivalRate:
 
     __slots__ = ("_tau", "_rate", "_last")
 
-    def __init__(self, tau: float = 0.5) -> None:
+    def __init__(self, tau: float = RATE_TAU) -> None:
         self._tau = tau
         self._rate = 0.0
         self._last: float | None = None
@@ -91,3 +105,83 @@ class ArrivalRate:
         if self._last is None:
             return 0.0
         return self._rate * math.exp(-(now - self._last) / self._tau)
+
+
+class WaitPolicy:
+    """When a batch is worth waiting for, how long large requests yield, and when to retry. Callers lock.
+
+    ``max_wait_ms`` None adapts (module docstring), 0 never waits, a positive value waits up to that
+    long after the oldest queued item arrived. ``cost`` is fed by the batcher after each successful run.
+    """
+
+    __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "cost", "arrivals", "_wait_started", "_last_arrival",
+                 "_burst_gap")
+
+    def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int) -> None:
+        self.max_wait_ms = max_wait_ms
+        self.aging_ms = aging_ms
+        self.max_batch_size = max_batch_size
+        self.cost = CostModel()
+        self.arrivals = ArrivalRate()
+        self.reset()
+
+    def __repr__(self) -> str:
+        return (f"<WaitPolicy fixed={self.cost.fixed} per_item={self.cost.per_item} "
+                f"waiting_since={self._wait_started}>")
+
+    def reset(self) -> None:
+        """Forget the burst in progress (a forked child starts without one); the cost model stays."""
+        self._wait_started: float | None = None
+        self._last_arrival = 0.0
+        self._burst_gap = MIN_QUIET  # smoothed gap between arrivals while the worker waits for company
+
+    def arrived(self, now: float, n: int) -> None:
+        self.arrivals.add(now, n)
+        if self._wait_started is not None:
+            self._burst_gap += BURST_SMOOTHING * (now - self._last_arrival - self._burst_gap)
+        self._last_arrival = now
+
+    def dispatched(self) -> None:
+        """The queue is being served (or is empty): the next wait for company starts afresh."""
+        self._wait_started = None
+
+    def company_delay(self, now: float, oldest_arrival: Callable[[float], float]) -> float:
+        """Seconds worth waiting for more items before dispatching what is queued (0: go now)."""
+        if self.max_wait_ms is not None:
+            if self.max_wait_ms == 0:
+                return 0.0
+            return oldest_arrival(now) + self.max_wait_ms / 1000.0 - now
+        fixed = self.cost.fixed
+        if fixed is None or fixed <= 0:
+            return 0.0
+        if self._wait_started is None:
+            # Company is worth waiting for only if at least one item is expected within a fixed cost.
+            if self.arrivals.at(now) * fixed < 1.0:
+                return 0.0
+            self._wait_started = now
+        if self._last_arrival <= self._wait_started:
+            # Nobody has come yet: callers released by the last batch may still be on their way
+            # back (a client's round trip), so give them up to one fixed cost.
+            return self._wait_started + fixed - now
+        full = self.cost.estimate(self.max_batch_size) or fixed
+        give_up = self._wait_started + min(GIVE_UP_FIXED_COSTS * fixed, full)
+        # Once company arrives, keep waiting only while the burst goes on: returning callers come
+        # close together, and a few typical in-burst gaps of silence mean it is over.
+        quiet = self._last_arrival + min(max(QUIET_GAPS * self._burst_gap, MIN_QUIET), fixed / 2)
+        return min(give_up, quiet) - now
+
+    def aging(self) -> float:
+        """Seconds a large request yields to small ones (its heap key is its arrival plus this)."""
+        if self.aging_ms is not None:
+            return self.aging_ms / 1000.0
+        full = self.cost.estimate(self.max_batch_size)
+        if full is None:
+            return UNMEASURED
+        return min(max(AGING_BATCHES * full, MIN_AGING), MAX_AGING)
+
+    def retry_after(self, excess: int) -> float:
+        """Seconds until ``excess`` more items would fit: the time to run that many, at least one batch."""
+        full = self.cost.estimate(self.max_batch_size)
+        if not full:
+            return UNMEASURED
+        return max(excess * full / self.max_batch_size, full)

@@ -1,4 +1,4 @@
-"""Statistics: the frozen :class:`Stats` snapshot and the small recorders behind it."""
+"""Statistics: the frozen :class:`Stats` snapshot and the recorders behind it."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Histogram", "Stats"]
+if TYPE_CHECKING:
+    from ._policy import CostModel
+
+__all__ = ["Histogram", "Stats", "StatsRecorder"]
+
+WINDOW = 1024  # recent observations the percentiles are taken over
 
 # Seconds; the Prometheus client's default buckets with a finer low end, since a batcher's
 # queue waits are often sub-millisecond.
@@ -114,3 +119,69 @@ def _pick(ordered: list[float], q: float) -> float:
     # Nearest-rank percentile (rank ceil(q*n)): always an observed value, so one slow run in 60 shows in p99.
     index = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
     return ordered[index]
+
+
+class StatsRecorder:
+    """A batcher's counters and timings, kept under the batcher's lock, and their :class:`Stats` snapshot."""
+
+    __slots__ = (
+        "submitted", "completed", "failed", "rejected", "expired", "cancelled", "batches", "items_run", "sizes",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens",
+    )
+
+    def __init__(self) -> None:
+        self.submitted = self.completed = self.failed = self.rejected = 0
+        self.expired = self.cancelled = self.batches = self.items_run = 0
+        self.sizes: dict[int, int] = {}
+        self.queue_wait = TimingRecorder(WINDOW)
+        self.run_time = TimingRecorder(WINDOW)
+        self.real_tokens = self.padded_tokens = 0
+
+    def __repr__(self) -> str:
+        return f"<StatsRecorder submitted={self.submitted} completed={self.completed} batches={self.batches}>"
+
+    def resolved(self, outcome: str, n: int) -> None:
+        """Count ``n`` items ending as ``outcome``: completed, failed, expired or cancelled."""
+        if outcome == "completed":
+            self.completed += n
+        elif outcome == "failed":
+            self.failed += n
+        elif outcome == "expired":
+            self.expired += n
+        else:
+            self.cancelled += n
+
+    def ran(self, n: int, seconds: float) -> None:
+        """One call of the batch function on ``n`` items took ``seconds``."""
+        self.batches += 1
+        self.items_run += n
+        self.sizes[n] = self.sizes.get(n, 0) + 1
+        self.run_time.add(seconds)
+
+    def snapshot(self, name: str, queue_depth: int, running: int, cost: CostModel) -> Stats:
+        qw50, qw99 = self.queue_wait.percentiles()
+        rt50, rt99 = self.run_time.percentiles()
+        return Stats(
+            name=name,
+            submitted=self.submitted,
+            completed=self.completed,
+            failed=self.failed,
+            rejected=self.rejected,
+            expired=self.expired,
+            cancelled=self.cancelled,
+            batches=self.batches,
+            queue_depth=queue_depth,
+            running=running,
+            mean_batch_size=self.items_run / self.batches if self.batches else 0.0,
+            batch_sizes=dict(self.sizes),
+            queue_wait_p50=qw50,
+            queue_wait_p99=qw99,
+            run_time_p50=rt50,
+            run_time_p99=rt99,
+            queue_wait=self.queue_wait.histogram(),
+            run_time=self.run_time.histogram(),
+            fixed_cost=cost.fixed,
+            per_item_cost=cost.per_item,
+            window=WINDOW,
+            padding_efficiency=self.real_tokens / self.padded_tokens if self.padded_tokens else None,
+        )

@@ -21,7 +21,7 @@ import pytest
 
 from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
 
-import microbatch._batcher
+import microbatch._clock
 from microbatch import Batcher
 
 # Upper bound for a condition that should hold almost at once. It only limits how long a failing
@@ -410,5 +410,5 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     time, so tests give such callers long timeouts and drive expiry through the fake clock.
     """
     clock = FakeClock()
-    monkeypatch.setattr(microbatch._batcher, "_clock", clock)
+    monkeypatch.setattr(microbatch._clock, "now", clock)
     return clock

@@ -1,0 +1,184 @@
+"""The option schema: each Batcher option's name, type, default, check and one-line doc, in one place.
+
+:class:`~microbatch.Batcher`, :func:`~microbatch.batch`, :class:`BatcherOptions`, Flask's
+``MICROBATCH_*`` config keys and Django's ``settings.MICROBATCH`` entries all derive from it, and a
+test checks that they agree. Adding an option means adding its type to :class:`PlainOptions` (or
+:class:`BatcherOptions`), its entry to :data:`OPTIONS`, and its line to the README; the engine then
+reads it from the resolved options.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
+
+from ._collate import Collate
+
+__all__ = [
+    "OPTIONS", "BatcherOptions", "OnError", "Option", "PlainOptions", "check_option", "resolve", "signature",
+    "unknown_options",
+]
+
+OnError = Literal["isolate", "fail_batch"]
+
+
+class PlainOptions(TypedDict, total=False):
+    """Every option but ``collate`` (Batcher's overloads type ``fn`` by whether a collate is given)."""
+
+    max_batch_size: int
+    max_wait_ms: float | None
+    small_request_size: int
+    max_queue_size: int
+    on_error: OnError
+    name: str | None
+    aging_ms: float | None
+    max_batch_tokens: int | None
+    group_by_length: bool
+    timeout: float | None
+
+
+class BatcherOptions(PlainOptions, total=False):
+    """The keyword arguments of :class:`Batcher` (and :func:`batch`), for typed pass-through."""
+
+    collate: Collate | None
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option: its default, its check (raises TypeError/ValueError naming it), and its doc line.
+
+    ``app_wide`` options make sense as one value for every batcher of an app (Flask's config keys);
+    ``name`` and ``collate`` belong to one batch function.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], None]
+    doc: str
+    app_wide: bool = True
+
+    @property
+    def config_key(self) -> str:
+        """The Flask app config key that sets it app-wide: ``MICROBATCH_`` and the name in capitals."""
+        return "MICROBATCH_" + self.name.upper()
+
+
+def _integer(minimum: int, *, optional: bool = False) -> Callable[[str, Any], None]:
+    def check(name: str, value: Any) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            prefix = "None or " if optional else ""
+            raise ValueError(f"{name} must be {prefix}an integer >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _milliseconds(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ValueError(f"{name} must be None or a number of milliseconds >= 0, got {value!r}")
+
+
+def _seconds(name: str, value: Any) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
+    ):
+        raise ValueError(f"{name} must be None or a number of seconds > 0, got {value!r}")
+
+
+def _on_error(name: str, value: Any) -> None:
+    if value not in ("isolate", "fail_batch"):
+        raise ValueError(f"{name} must be 'isolate' or 'fail_batch', got {value!r}")
+
+
+def _flag(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _text(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{name} must be None or a string, got {value!r}")
+
+
+def _collate(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, Collate):
+        raise TypeError(
+            f"{name} must have size(item), collate(items) and split(output, items) methods, got {value!r}; "
+            "see microbatch.tensors.PadCollate"
+        )
+
+
+OPTIONS: Mapping[str, Option] = {
+    option.name: option
+    for option in (
+        Option("max_batch_size", 32, _integer(1), "most items passed to one call of fn"),
+        Option("max_wait_ms", None, _milliseconds,
+               "None adapts (waits only when the measured cost model says it pays), 0 never waits, a positive "
+               "value waits up to that long after the oldest queued item arrived"),
+        Option("small_request_size", 4, _integer(0), "requests of at most this many items go ahead of larger ones"),
+        Option("max_queue_size", 10_000, _integer(1), "most items that may wait; beyond it calls raise Overloaded"),
+        Option("on_error", "isolate", _on_error,
+               "'isolate' finds the failing items by bisection; 'fail_batch' fails the whole batch"),
+        Option("name", None, _text, "the batcher's name in stats, logs and its thread's name (default: fn's)",
+               app_wide=False),
+        Option("aging_ms", None, _milliseconds,
+               "how long a large request yields to small ones; None is 16 full-batch run times"),
+        Option("collate", None, _collate,
+               "a Collate that builds fn's input from the items and splits its output back", app_wide=False),
+        Option("max_batch_tokens", None, _integer(1, optional=True),
+               "the most longest-item x items one batch may hold (item sizes: collate.size, else len(item))"),
+        Option("group_by_length", True, _flag, "when length-aware, fill each batch with items of similar length"),
+        Option("timeout", None, _seconds, "default timeout in seconds of calls that pass none (None: no limit)"),
+    )
+}
+
+if set(OPTIONS) != set(BatcherOptions.__optional_keys__):  # the two halves of the schema must list the same names
+    raise ImportError(f"microbatch option schema out of step: {sorted(set(OPTIONS) ^ set(BatcherOptions.__optional_keys__))}")
+
+
+def unknown_options(names: Iterable[str]) -> list[str]:
+    """The names that are not options, in the order given."""
+    return [name for name in names if name not in OPTIONS]
+
+
+def check_option(name: str, value: Any) -> None:
+    """Check one option's value alone; raises TypeError or ValueError naming it and what it must be."""
+    OPTIONS[name].check(name, value)
+
+
+def resolve(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Every option's value (given, else default), each checked and the set checked as a whole."""
+    unknown = unknown_options(options)
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(map(repr, OPTIONS))}"
+        )
+    values = {name: options.get(name, option.default) for name, option in OPTIONS.items()}
+    for name, option in OPTIONS.items():
+        option.check(name, values[name])
+    if values["max_queue_size"] < values["max_batch_size"]:
+        raise ValueError(
+            f"max_queue_size ({values['max_queue_size']}) must be at least max_batch_size "
+            f"({values['max_batch_size']}): raise max_queue_size or lower max_batch_size"
+        )
+    return values
+
+
+def signature(*positional: str) -> inspect.Signature:
+    """``(<positional>, *, <every option>=<default>)``: what ``inspect.signature(Batcher)`` shows."""
+    leading = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in positional]
+    hints = BatcherOptions.__annotations__
+    keywords = [
+        inspect.Parameter(
+            name, inspect.Parameter.KEYWORD_ONLY, default=option.default,
+            annotation=getattr(hints[name], "__forward_arg__", hints[name]),
+        )
+        for name, option in OPTIONS.items()
+    ]
+    return inspect.Signature([*leading, *keywords])

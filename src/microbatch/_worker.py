@@ -1,0 +1,249 @@
+"""The worker: one long-lived thread per batcher that drives batches through ``fn``, sync or async.
+
+One driver (:meth:`Worker._drive`) plans, sleeps and runs batches for both kinds of ``fn``: it is a
+generator that yields either a delay to sleep for or a list of items to call ``fn`` on. A sync
+``fn`` is called on the worker thread; an ``async def`` on an event loop that thread owns, which runs
+for the batcher's whole life. Only those two small runners differ. Callers never run ``fn``, so
+Flask/Django threads, ASGI loops and ``async_to_sync`` one-off loops can share a batcher. A forked
+child starts without the parent's worker (:func:`track_for_fork`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import os
+import threading
+import weakref
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, Protocol
+
+from . import _clock
+from ._collate import Collate
+from ._execute import Outcome, Outcomes, run_batch
+from ._queue import Slice
+
+__all__ = ["MAX_SLEEP", "Engine", "Worker", "is_async_callable", "track_for_fork"]
+
+MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
+
+# What the driver yields: a list of items to call fn on, or seconds to sleep (None: until woken).
+Step = list[Any] | float | None
+
+
+class Engine(Outcomes, Protocol):
+    """What the worker drives: the batcher's planning and its exit signal."""
+
+    def _plan_locked(self) -> tuple[list[Slice] | None, float | None]:
+        """A batch to run, or how long to sleep (None: until woken; 0.0: exit). Called under the lock."""
+
+    def _worker_exited(self) -> None:
+        """The worker is gone for good: called last, on its thread."""
+
+
+class _ThreadWakeup:
+    """The sync worker's alarm: ``set`` from any thread, ``wait`` consumes it. A lock is the cheapest."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+    def set(self) -> None:
+        try:
+            self._lock.release()
+        except RuntimeError:
+            pass  # already set
+
+    def wait(self, timeout: float | None) -> None:
+        self._lock.acquire(timeout=-1 if timeout is None else min(timeout, MAX_SLEEP))
+
+
+class _LoopWakeup:
+    """The async worker's alarm: an event on the worker's own loop, ``set`` from any thread."""
+
+    __slots__ = ("_loop", "_event")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._event = asyncio.Event()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def set(self) -> None:
+        self._loop.call_soon_threadsafe(self._event.set)
+
+    async def wait(self, timeout: float | None) -> None:
+        try:
+            await asyncio.wait_for(self._event.wait(), None if timeout is None else min(timeout, MAX_SLEEP))
+        except TimeoutError:
+            pass
+
+
+class Worker:
+    """The batcher's worker thread, started on demand; ``waiting`` and ``wake`` are used under the lock.
+
+    ``waiting`` is True while the driver sleeps and wants a wake-up on arrival or close.
+    """
+
+    __slots__ = ("_engine", "_lock", "_fn", "_collate", "_isolate", "is_async", "thread", "waiting", "_wakeup")
+
+    def __init__(
+        self, engine: Engine, lock: threading.Lock, fn: Callable[..., Any], collate: Collate | None, isolate: bool
+    ) -> None:
+        self._engine = engine
+        self._lock = lock
+        self._fn = fn
+        self._collate = collate
+        self._isolate = isolate
+        self.is_async = is_async_callable(fn)
+        self.thread: threading.Thread | None = None
+        self.waiting = False
+        self._wakeup: _ThreadWakeup | _LoopWakeup = _ThreadWakeup()  # each runner installs its own at start
+
+    def __repr__(self) -> str:
+        alive = self.thread is not None and self.thread.is_alive()
+        return f"<Worker {'async' if self.is_async else 'sync'} alive={alive} waiting={self.waiting}>"
+
+    def start(self, name: str) -> None:
+        target = self._run_async if self.is_async else self._run_sync
+        self.thread = threading.Thread(target=target, name=f"microbatch-{name}", daemon=True)
+        self.thread.start()
+
+    def refuse_own_thread(self, method: str, async_method: str | None, name: str) -> None:
+        """Raise if called on this worker's thread, where waiting for a result would wait on itself."""
+        thread = self.thread
+        if thread is not None and thread is threading.current_thread():
+            if async_method is not None:
+                fix = f"await {async_method}() instead, from outside the batch function"
+            else:
+                fix = "the batch function cannot wait for its own batcher; call the model directly there"
+            raise RuntimeError(
+                f"{method}() was called on batcher {name!r}'s own worker, where it would wait on itself forever: {fix}"
+            )
+
+    def wake(self) -> None:
+        """Wake the sleeping driver (call under the lock, when ``waiting``)."""
+        self.waiting = False
+        self._wakeup.set()
+
+    def _drive(self) -> Generator[Step, Outcome | None, None]:
+        """The one driver loop: plan under the lock, then sleep or run the batch, until told to exit."""
+        engine, lock, isolate = self._engine, self._lock, self._isolate
+        while True:
+            with lock:
+                self.waiting = False
+                batch, delay = engine._plan_locked()
+                if batch is None and delay != 0.0:
+                    # Armed under the lock, before it is released: an arrival from now on wakes us.
+                    self._wakeup.clear()
+                    self.waiting = True
+            if batch is not None:
+                yield from run_batch(batch, engine, isolate)
+            elif delay == 0.0:
+                return
+            else:
+                yield delay
+
+    def _run_sync(self) -> None:
+        call = self._invoker()
+        wakeup = _ThreadWakeup()
+        with self._lock:
+            self._wakeup = wakeup
+        steps = self._drive()
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, list):
+                    started = _clock.now()
+                    try:
+                        outcome: Outcome = (True, call(step), _clock.now() - started)
+                    except BaseException as exc:  # noqa: BLE001 - the batch function's failure is the callers' to see
+                        outcome = (False, exc, _clock.now() - started)
+                    step = steps.send(outcome)
+                else:
+                    wakeup.wait(step)
+                    step = steps.send(None)
+        except StopIteration:
+            pass
+        finally:
+            self._engine._worker_exited()
+
+    def _invoker(self) -> Callable[[list[Any]], Any]:
+        """What the sync worker calls on a list of items: ``fn``, wrapped in the collation if any."""
+        fn, collate = self._fn, self._collate
+        if collate is None:
+            return fn
+
+        def invoke(items: list[Any]) -> Any:
+            return collate.split(fn(collate.collate(items)), items)
+
+        return invoke
+
+    def _run_async(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._run_on_loop(loop))
+        finally:
+            loop.close()
+            self._engine._worker_exited()
+
+    async def _run_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        fn: Callable[[Any], Awaitable[Any]] = self._fn
+        collate = self._collate
+        wakeup = _LoopWakeup(loop)
+        with self._lock:
+            self._wakeup = wakeup
+        steps = self._drive()
+        try:
+            step = next(steps)
+            while True:
+                if isinstance(step, list):
+                    started = _clock.now()
+                    try:
+                        if collate is None:
+                            result = await fn(step)
+                        else:
+                            result = collate.split(await fn(collate.collate(step)), step)
+                        outcome: Outcome = (True, result, _clock.now() - started)
+                    except BaseException as exc:  # noqa: BLE001
+                        outcome = (False, exc, _clock.now() - started)
+                    step = steps.send(outcome)
+                else:
+                    await wakeup.wait(step)
+                    step = steps.send(None)
+        except StopIteration:
+            pass
+
+
+def is_async_callable(fn: object) -> bool:
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))
+
+
+class _ForkSafe(Protocol):
+    def _reset_after_fork(self) -> None: ...
+
+
+_tracked: weakref.WeakSet[_ForkSafe] = weakref.WeakSet()
+
+
+def track_for_fork(owner: _ForkSafe) -> None:
+    """Have ``owner._reset_after_fork()`` called in a forked child, where the parent's threads do not exist."""
+    _tracked.add(owner)
+
+
+def _after_fork_in_child() -> None:
+    for owner in list(_tracked):
+        owner._reset_after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
