@@ -7,39 +7,43 @@ import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, Literal, TypedDict, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flask import Flask, current_app, has_app_context
 
-from microbatch import Batcher, BatcherClosed, Stats
+from microbatch import Batcher, BatcherClosed, BatcherOptions, Stats
+from microbatch._options import OPTIONS, check_option, resolve
 
-__all__ = ["CONFIG", "EXTENSION_KEY", "AppState", "BatchOptions", "BatchedFunction", "state_of"]
+__all__ = ["CONFIG", "EXTENSION_KEY", "AppState", "BatchOptions", "BatchedFunction", "check_app", "state_of"]
 
 T = TypeVar("T")
 U = TypeVar("U")
 
 EXTENSION_KEY = "microbatch"
-# App config key -> (setting, default). The defaults are the engine's; "timeout" is the per-call default.
+# App config key -> (option, default), for every option that can be set app-wide: derived from the
+# engine's option schema, so a new engine option gets its MICROBATCH_* key without an edit here.
 CONFIG: dict[str, tuple[str, object]] = {
-    "MICROBATCH_MAX_BATCH_SIZE": ("max_batch_size", 32),
-    "MICROBATCH_MAX_WAIT_MS": ("max_wait_ms", None),
-    "MICROBATCH_MAX_QUEUE_SIZE": ("max_queue_size", 10_000),
-    "MICROBATCH_SMALL_REQUEST_SIZE": ("small_request_size", 4),
-    "MICROBATCH_TIMEOUT": ("timeout", None),
+    option.config_key: (name, option.default) for name, option in OPTIONS.items() if option.app_wide
 }
 
 
-class BatchOptions(TypedDict, total=False):
-    """Arguments of ``@mb.batch(...)``: each one given overrides the app's ``MICROBATCH_*`` config."""
+class BatchOptions(BatcherOptions, total=False):
+    """Arguments of ``@mb.batch(...)``: every :class:`microbatch.Batcher` option; each one given
+    overrides the app's ``MICROBATCH_*`` config."""
 
-    max_batch_size: int
-    max_wait_ms: float | None
-    max_queue_size: int
-    small_request_size: int
-    timeout: float | None  # seconds; the default of calls that pass no timeout (None: no limit)
-    on_error: Literal["isolate", "fail_batch"]
-    aging_ms: float | None
-    name: str
+
+def check_app(app: Flask, functions: list[BatchedFunction[Any, Any]]) -> None:
+    """Check ``app``'s ``MICROBATCH_*`` config, alone and with each function's options; ValueError naming the fix."""
+    for key, (name, _) in CONFIG.items():
+        try:
+            check_option(name, app.config[key])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"bad batching config on the Flask app {app.name!r}: {key} = {app.config[key]!r}: {exc}; "
+                f"set app.config[{key!r}] to a valid value (default {CONFIG[key][1]!r})"
+            ) from exc
+    for function in functions:
+        function.settings(app)
 
 
 class AppState:
@@ -100,8 +104,13 @@ class BatchedFunction(Generic[T, U]):
     ) -> None:
         self._owner = owner
         self._fn = fn
-        self._options = options
         self.__name__: str = getattr(fn, "__name__", type(fn).__name__)
+        for name, value in options.items():  # each argument alone; with the app's config at init_app
+            try:
+                check_option(name, value)
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"bad @mb.batch(...) argument for {self.__name__}(): {exc}") from exc
+        self._options = options
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch and return its output, blocking this thread only.
@@ -156,18 +165,23 @@ class BatchedFunction(Generic[T, U]):
     def _build(self, app: Flask, state: AppState) -> Batcher[T, U]:
         if state.closed:
             raise BatcherClosed(f"Microbatch was closed on the Flask app {app.name!r}; it accepts no calls")
-        settings: dict[str, Any] = {setting: app.config[key] for key, (setting, _) in CONFIG.items()}
+        batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, app), **self.settings(app))
+        state.batchers[self] = batcher
+        return batcher
+
+    def settings(self, app: Flask) -> dict[str, Any]:
+        """The batcher options for ``app``: its config, overridden by the decorator's arguments, checked."""
+        settings: dict[str, Any] = {setting: app.config.get(key, default) for key, (setting, default) in CONFIG.items()}
         settings["name"] = f"{app.name}.{self.__name__}"
         settings.update(self._options)
         try:
-            batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, app), **settings)
+            resolve(settings)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"bad batching settings for {self.__name__}() on the Flask app {app.name!r}: {exc} "
                 "(set by the MICROBATCH_* config keys, overridden by the @mb.batch(...) arguments)"
             ) from exc
-        state.batchers[self] = batcher
-        return batcher
+        return settings
 
 
 def _in_app_context(fn: Callable[[list[Any]], Any], app: Flask) -> Callable[[list[Any]], Any]:

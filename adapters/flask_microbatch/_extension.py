@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
-from typing import TypeVar, Unpack
+from typing import Any, TypeVar, Unpack
 
 from flask import Flask, Response, g, jsonify, request
 
 from microbatch import deadline
 from microbatch.web import HTTP_ERRORS, TIMEOUT_HEADER, ErrorResponse, error_response, parse_request_timeout
 
-from ._batched import CONFIG, EXTENSION_KEY, AppState, BatchedFunction, BatchOptions, state_of
+from ._batched import CONFIG, EXTENSION_KEY, AppState, BatchedFunction, BatchOptions, check_app, state_of
 
 __all__ = ["Microbatch"]
 
@@ -30,13 +30,19 @@ class Microbatch:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        self._functions: list[BatchedFunction[Any, Any]] = []  # decorated so far, checked by init_app
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
         """Register on ``app``: config defaults, the ``X-Request-Timeout`` deadline, and error responses
         (Overloaded -> 503 with Retry-After, DeadlineExceeded -> 504, BatcherClosed -> 503,
-        ItemTooLarge -> 413: :func:`microbatch.web.error_response`)."""
+        ItemTooLarge -> 413: :func:`microbatch.web.error_response`).
+
+        Checks the ``MICROBATCH_*`` config now, alone and with the options of every function this
+        instance decorated so far, and raises ValueError naming the key and the fix; functions
+        decorated later have their arguments checked when decorated.
+        """
         if EXTENSION_KEY in app.extensions:
             raise RuntimeError(
                 "A 'Microbatch' instance has already been registered on this Flask app. "
@@ -44,6 +50,7 @@ class Microbatch:
             )
         for key, (_, default) in CONFIG.items():
             app.config.setdefault(key, default)
+        check_app(app, self._functions)
         app.extensions[EXTENSION_KEY] = AppState(self)
         app.before_request(_enter_deadline)
         app.teardown_request(_exit_deadline)
@@ -60,7 +67,9 @@ class Microbatch:
         def decorate(
             fn: Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]],
         ) -> BatchedFunction[T, U]:
-            return BatchedFunction(self, fn, options)
+            function = BatchedFunction(self, fn, options)
+            self._functions.append(function)
+            return function
 
         return decorate
 
