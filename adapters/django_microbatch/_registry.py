@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
@@ -18,16 +18,17 @@ from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
 from microbatch import Batcher
+from microbatch._options import OPTIONS, resolve
 
 from ._conf import conf
 
-__all__ = ["close_all", "get_batcher", "lookup"]
+__all__ = ["KEYS", "close_all", "configure", "get_batcher", "lookup"]
 
-# Passed to microbatch.Batcher as they are ("timeout" is the calls' default); "fn" is resolved here.
-_BATCHER_OPTIONS = (
-    "max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size", "on_error", "aging_ms", "timeout",
-)
-_KEYS = ("fn", *_BATCHER_OPTIONS)
+# Every engine option, from the engine's schema, except "name": an entry's key in settings.MICROBATCH
+# names its batcher. "fn" (and "collate", when a string) are dotted paths resolved here.
+_BATCHER_OPTIONS = tuple(name for name in OPTIONS if name != "name")
+_IMPORTED = ("fn", "collate")
+KEYS = ("fn", *_BATCHER_OPTIONS)
 
 
 _lock = threading.Lock()
@@ -61,30 +62,47 @@ def lookup(name: str, source: str) -> Batcher[Any, Any]:
         return entry[1]
 
 
-def _build(name: str, entry: object) -> Batcher[Any, Any]:
+def configure(name: str, entry: object) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """``settings.MICROBATCH[name]`` as a batch function and checked Batcher options.
+
+    Raises ``ImproperlyConfigured`` naming the offending key and the fix. Used to build the batcher
+    and by the system check (``django_microbatch.apps``), so both report the same problems.
+    """
     where = f"settings.MICROBATCH[{name!r}]"
     if not isinstance(entry, Mapping):
         raise ImproperlyConfigured(f"{where} must be a dict with at least 'fn', got {type(entry).__name__}")
-    unknown = [key for key in entry if key not in _KEYS]
+    unknown = [key for key in entry if key not in KEYS]
     if unknown:
         raise ImproperlyConfigured(
-            f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(map(repr, _KEYS))}"
+            f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(map(repr, KEYS))}"
         )
     if "fn" not in entry:
         raise ImproperlyConfigured(
             f"{where} has no 'fn': set it to the dotted path of the batch function, e.g. 'myproject.models.embed_texts'"
         )
-    fn = entry["fn"]
-    if isinstance(fn, str):
-        try:
-            fn = import_string(fn)
-        except ImportError as exc:
-            raise ImproperlyConfigured(f"{where}['fn'] = {entry['fn']!r} cannot be imported: {exc}") from exc
-    options = {key: entry[key] for key in _BATCHER_OPTIONS if key in entry}
+    values = dict(entry)
+    for key in _IMPORTED:
+        if isinstance(values.get(key), str):
+            try:
+                values[key] = import_string(values[key])
+            except ImportError as exc:
+                raise ImproperlyConfigured(f"{where}[{key!r}] = {entry[key]!r} cannot be imported: {exc}") from exc
+    fn = values.pop("fn")
+    if not callable(fn):
+        raise ImproperlyConfigured(
+            f"{where}: Batcher needs a callable batch function, got {type(fn).__name__}: "
+            "set 'fn' to the dotted path of a function that takes a list of items"
+        )
     try:
-        return Batcher(fn, name=name, **options)
-    except (TypeError, ValueError) as exc:  # the engine's own check names the option and the fix
+        resolve({**values, "name": name})  # the engine's own check names the option and the fix
+    except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"{where}: {exc}") from exc
+    return fn, values
+
+
+def _build(name: str, entry: object) -> Batcher[Any, Any]:
+    fn, options = configure(name, entry)
+    return Batcher(fn, name=name, **options)
 
 
 def close_all(drain: bool = True) -> None:

@@ -9,7 +9,7 @@ from examples import _api
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "examples-only-no-sessions-or-auth-use-it")
 DEBUG = False
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
-INSTALLED_APPS: list[str] = []
+INSTALLED_APPS = ["django_microbatch"]  # checks settings.MICROBATCH at startup (manage.py check)
 DATABASES: dict[str, object] = {}
 USE_TZ = True
 
