@@ -1,4 +1,4 @@
-"""The Django app: add ``"django_microbatch"`` to ``INSTALLED_APPS`` to have ``settings.MICROBATCH`` checked at startup."""
+"""The Django app: in ``INSTALLED_APPS``, it has ``settings.MICROBATCH`` checked at startup by the system checks."""
 
 from __future__ import annotations
 

@@ -186,7 +186,7 @@ class BatchedFunction(Generic[T, U]):
 
 def _in_app_context(fn: Callable[[list[Any]], Any], app: Flask) -> Callable[[list[Any]], Any]:
     """``fn`` run inside ``app``'s context, so a batch function can reach ``current_app`` on the worker."""
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
 
         async def run_async(items: list[Any]) -> Any:
             with app.app_context():

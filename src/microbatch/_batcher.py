@@ -59,7 +59,9 @@ class Batcher(PerInstance, Generic[T, U]):
     ) -> None: ...
 
     @overload
-    def __init__(self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[PlainOptions]) -> None:
+    def __init__(
+        self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[PlainOptions]
+    ) -> None:
         """With a ``collate``, ``fn`` takes its batch input (say padded tensors), not a list of items."""
 
     def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
@@ -155,7 +157,10 @@ class Batcher(PerInstance, Generic[T, U]):
                 self._worker.start(self.name)
 
     def close(self, drain: bool = True) -> None:
-        """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed. Blocks until stopped."""
+        """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
+
+        Blocks until the worker has stopped.
+        """
         thread = self._begin_close(drain)
         if thread is not None and thread is not threading.current_thread():
             thread.join()
@@ -319,7 +324,8 @@ class Batcher(PerInstance, Generic[T, U]):
             return self._next_batch_locked()
         except Exception as exc:
             logger.exception("microbatch: internal error while forming a batch in %r", self.name)
-            self._drop_queued_locked(lambda: MicrobatchError(f"internal error in batcher {self.name!r}: {exc!r}"), "failed")
+            message = f"internal error in batcher {self.name!r}: {exc!r}"
+            self._drop_queued_locked(lambda: MicrobatchError(message), "failed")
             return None, (0.0 if self._closing else None)
 
     def _next_batch_locked(self) -> tuple[list[Slice] | None, float | None]:

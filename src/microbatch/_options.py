@@ -138,8 +138,9 @@ OPTIONS: Mapping[str, Option] = {
     )
 }
 
-if set(OPTIONS) != set(BatcherOptions.__optional_keys__):  # the two halves of the schema must list the same names
-    raise ImportError(f"microbatch option schema out of step: {sorted(set(OPTIONS) ^ set(BatcherOptions.__optional_keys__))}")
+_drift = set(OPTIONS) ^ BatcherOptions.__optional_keys__
+if _drift:  # the two halves of the schema must list the same names
+    raise ImportError(f"microbatch's option schema is out of step: {sorted(_drift)} in only one of its two halves")
 
 
 def unknown_options(names: Iterable[str]) -> list[str]:

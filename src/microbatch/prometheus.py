@@ -132,7 +132,7 @@ def _le(bound: float) -> str:
 
 def _add_histogram(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
     # Stats keeps cumulative counts per bound; observations above the last bound only reach +Inf.
-    buckets = [(_le(bound), float(count)) for bound, count in zip(histogram.bounds, histogram.counts)]
+    buckets = [(_le(bound), float(count)) for bound, count in zip(histogram.bounds, histogram.counts, strict=True)]
     buckets.append(("+Inf", float(histogram.count)))
     family.add_metric(labels, buckets, histogram.sum)
 

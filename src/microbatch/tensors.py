@@ -166,7 +166,9 @@ class PadCollate:
         """The item's features as tensors/arrays; lists follow the item's other features."""
         like = next((v for v in item.values() if _kind(v) is not None), None)
         kind = _kind(like) or (self.list_type if self.list_type != "auto" else _default_list_type())
-        return {name: value if _kind(value) is not None else _from_list(value, kind, like) for name, value in item.items()}
+        return {
+            name: value if _kind(value) is not None else _from_list(value, kind, like) for name, value in item.items()
+        }
 
 
 # -------------------------------------------------------------------------- array helpers
@@ -242,7 +244,7 @@ def _pad_stack(name: str, values: list[Any], lengths: list[int], padded: int, pa
         out = sys.modules["torch"].full(shape, pad, dtype=first.dtype, device=first.device)
     else:
         out = sys.modules["numpy"].full(shape, pad, dtype=first.dtype)
-    for row, (value, n) in enumerate(zip(values, lengths)):
+    for row, (value, n) in enumerate(zip(values, lengths, strict=True)):
         if side == "right":
             out[row, :n] = value
         else:
@@ -263,12 +265,14 @@ def _split(node: Any, trim: Literal["auto"] | bool | frozenset[str | int], spans
             if unknown:
                 raise ValueError(f"trim names {_names(unknown)}, which {where} lacks; it has {_names(keys)}")
         parts = [
-            _split(node[key], (key in trim) if isinstance(trim, frozenset) else trim, spans, padded, f"{where}[{key!r}]")
+            _split(
+                node[key], (key in trim) if isinstance(trim, frozenset) else trim, spans, padded, f"{where}[{key!r}]"
+            )
             for key in keys
         ]
-        rows = list(zip(*parts)) if parts else [()] * count
+        rows = list(zip(*parts, strict=True)) if parts else [()] * count
         if isinstance(node, Mapping):
-            return [dict(zip(keys, row)) for row in rows]
+            return [dict(zip(keys, row, strict=True)) for row in rows]
         make = getattr(type(node), "_make", tuple)  # a namedtuple stays one
         return [make(row) for row in rows]
     kind = _kind(node)

@@ -51,7 +51,8 @@ def test_a_good_configuration_passes_the_check() -> None:
         ({**EMBED, "max_queue_size": 4}, "settings.MICROBATCH['bad']: max_queue_size (4) must be at least"),
         ({**EMBED, "max_batch_tokens": 0}, "settings.MICROBATCH['bad']: max_batch_tokens must be None or an integer"),
         ({**EMBED, "group_by_length": "no"}, "settings.MICROBATCH['bad']: group_by_length must be True or False"),
-        ({**EMBED, "collate": "djmb_collate.NOPE"}, "settings.MICROBATCH['bad']['collate'] = 'djmb_collate.NOPE' cannot"),
+        ({**EMBED, "collate": "djmb_collate.NOPE"},
+         "settings.MICROBATCH['bad']['collate'] = 'djmb_collate.NOPE' cannot be imported"),
         ({**EMBED, "collate": "djmb_app.WAIT"}, "settings.MICROBATCH['bad']: collate must have size(item)"),
     ],
 )
