@@ -421,13 +421,10 @@ def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], B
     On a function it returns a :class:`Batcher`; on a method, each instance gets its own batcher the
     first time the attribute is read (so ``self`` is bound and instances never share batches).
     """
+
     def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
-        # Typed loosely: a method takes (self, items) until the instance binds it.
-        return _build(fn, options)
+        # Typed loosely: a method takes (self, items) until the instance binds it; the options pass
+        # through whichever overload they fit.
+        return Batcher(fn, **cast(dict[str, Any], options))
 
     return decorate
-
-
-def _build(fn: Callable[..., Any], options: BatcherOptions) -> Batcher[Any, Any]:
-    """``Batcher(fn, **options)`` for options passed through, whichever overload they fit."""
-    return Batcher(fn, **cast(dict[str, Any], options))

@@ -1,0 +1,62 @@
+"""The engine's modules form a tree a reader can follow: only ``__init__`` imports the Batcher module,
+the package's modules import each other without cycles, and no web framework is imported."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import microbatch
+
+PACKAGE = Path(microbatch.__file__).parent
+FRAMEWORKS = {"flask", "django", "starlette", "fastapi", "asgiref", "uvicorn", "werkzeug"}
+
+
+def imports(path: Path) -> tuple[set[str], set[str]]:
+    """``(sibling modules, top-level packages)`` that ``path`` imports at run time (not under TYPE_CHECKING)."""
+    tree = ast.parse(path.read_text())
+    type_only = {
+        id(node)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+        for statement in block.body
+        for node in ast.walk(statement)
+    }
+    siblings: set[str] = set()
+    packages: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            siblings |= {node.module} if node.module else {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            packages.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            packages |= {alias.name.split(".")[0] for alias in node.names}
+    return siblings, packages
+
+
+GRAPH = {path.stem: imports(path) for path in PACKAGE.glob("*.py")}
+
+
+def test_only_the_package_init_imports_the_batcher_module() -> None:
+    assert [name for name, (siblings, _) in GRAPH.items() if "_batcher" in siblings] == ["__init__"]
+
+
+def test_the_modules_import_each_other_without_cycles() -> None:
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for sibling in GRAPH[name][0]:
+            visit(sibling, (*path, name))
+        done.add(name)
+
+    for name in GRAPH:
+        visit(name, ())
+
+
+def test_no_web_framework_is_imported() -> None:
+    assert {name: packages & FRAMEWORKS for name, (_, packages) in GRAPH.items() if packages & FRAMEWORKS} == {}
