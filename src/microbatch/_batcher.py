@@ -114,39 +114,37 @@ class Batcher(PerInstance, Generic[T, U]):
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        return self._call([item], True, timeout, "__call__")  # type: ignore[no-any-return]
+        self._worker.refuse_own_thread("__call__", "acall", self.name)
+        waiter = SyncWaiter()
+        request, timeout = self._admit([item], True, timeout, waiter)
+        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        return await self._acall([item], True, timeout, "acall")  # type: ignore[no-any-return]
+        self._worker.refuse_own_thread("acall", None, self.name)
+        waiter = AsyncWaiter(asyncio.get_running_loop())
+        request, timeout = self._admit([item], True, timeout, waiter)
+        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
-        return self._call(items, False, timeout, "map")  # type: ignore[no-any-return]
+        self._worker.refuse_own_thread("map", "amap", self.name)
+        batch_items = list(items)
+        if not batch_items:
+            return []
+        waiter = SyncWaiter()
+        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
-        return await self._acall(items, False, timeout, "amap")  # type: ignore[no-any-return]
-
-    def _call(self, items: Iterable[Any], single: bool, timeout: float | None, method: str) -> Any:
-        self._worker.refuse_own_thread(method, "acall" if single else "amap", self.name)
+        self._worker.refuse_own_thread("amap", None, self.name)
         batch_items = list(items)
         if not batch_items:
             return []
-        timeout = remaining(self.timeout if timeout is None else timeout)
-        waiter = SyncWaiter()
-        request = self._submit(batch_items, single, timeout, waiter)
-        return wait_sync(waiter, timeout, self._expire, self._cancel, request)
-
-    async def _acall(self, items: Iterable[Any], single: bool, timeout: float | None, method: str) -> Any:
-        self._worker.refuse_own_thread(method, None, self.name)
-        batch_items = list(items)
-        if not batch_items:
-            return []
-        timeout = remaining(self.timeout if timeout is None else timeout)
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        request = self._submit(batch_items, single, timeout, waiter)
-        return await wait_async(waiter, timeout, self._expire, self._cancel, request)
+        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     def start(self) -> None:
         """Start the worker now instead of at the first call (it also starts by itself)."""
@@ -219,7 +217,11 @@ class Batcher(PerInstance, Generic[T, U]):
 
     # ------------------------------------------------------------------ admission and outcomes
 
-    def _submit(self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter) -> Request:
+    def _admit(
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+    ) -> tuple[Request, float | None]:
+        """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
+        timeout = remaining(self.timeout if timeout is None else timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
@@ -259,7 +261,7 @@ class Batcher(PerInstance, Generic[T, U]):
             policy.arrived(now, n)
             if worker.waiting:
                 worker.wake()
-        return request
+        return request, timeout
 
     def _count_rejected(self, n: int) -> None:
         with self._lock:
