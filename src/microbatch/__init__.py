@@ -5,6 +5,7 @@ from __future__ import annotations
 from ._batcher import Batcher, BatcherOptions, batch
 from ._collate import Collate
 from ._deadline import deadline
+from ._protocol import SupportsBatching
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
 from ._stats import Histogram, Stats
 
@@ -20,6 +21,7 @@ __all__ = [
     "MicrobatchError",
     "Overloaded",
     "Stats",
+    "SupportsBatching",
     "batch",
     "deadline",
 ]
