@@ -129,8 +129,8 @@ class Host:
         reader = asyncio.create_task(self._read_loop())
         try:
             await self._stopping.wait()
-            drained = asyncio.gather(reader, *self._tasks.values(), return_exceptions=True)
-            abort = asyncio.create_task(self._abort.wait())
+            drained: asyncio.Future[Any] = asyncio.gather(reader, *self._tasks.values(), return_exceptions=True)
+            abort: asyncio.Future[Any] = asyncio.create_task(self._abort.wait())
             await asyncio.wait([drained, abort], return_when=asyncio.FIRST_COMPLETED)
             if self._abort.is_set():
                 reader.cancel()
@@ -168,7 +168,7 @@ class Host:
             try:
                 if not self._group_ready:
                     await self._ensure_group()
-                response = await self._reader.xreadgroup(
+                response: Any = await self._reader.xreadgroup(
                     GROUP, self.consumer, {self.keys.requests: ">"}, count=room, block=_BLOCK_MS
                 )
             except ResponseError as exc:
@@ -216,17 +216,17 @@ class Host:
         if entry_id in self._tasks:
             return  # already held (a claim of an entry this host holds)
         if not fields:
-            self._finish(entry_id, 0, None)  # deleted by its cancelled caller after delivery
+            self._finish(entry_id, 0, None, None)  # deleted by its cancelled caller after delivery
             return
         try:
             header = Header.unpack(fields[b"h"])
             payload = fields[b"p"]
         except Exception:
             logger.error("microbatch host %s: dropped unreadable entry %r", self.consumer, entry_id)
-            self._finish(entry_id, 0, None)
+            self._finish(entry_id, 0, None, None)
             return
         if header.codec != self.codec.name:
-            error = TypeError(
+            error: Exception = TypeError(
                 f"the host of {self.keys.name!r} reads the {self.codec.name!r} codec but the client sent "
                 f"{header.codec!r}: give both ends the same codec (an unread request is never unpickled)"
             )
@@ -355,12 +355,12 @@ class Host:
         await self._redis.hset(self.keys.hosts, self.consumer, msgpack.packb(report, use_bin_type=True))
         if not self._group_ready or self._stopping.is_set():
             return
-        held = list(self._tasks)
+        held: list[Any] = list(self._tasks)
         if held:  # reset their idle time, so that no live host's work looks abandoned
             await self._redis.xclaim(self.keys.requests, GROUP, self.consumer, 0, held, justid=True)
         room = self.prefetch - self._held
         if room > 0:
-            answer = await self._redis.xautoclaim(
+            answer: Any = await self._redis.xautoclaim(
                 self.keys.requests, GROUP, self.consumer, int(self.claim_idle * 1000), "0-0", count=room
             )
             claimed = answer[1]

@@ -16,8 +16,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any, cast
 
-import redis
+from redis import Redis
 from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
@@ -61,7 +62,7 @@ class Link:
         self._listener.start()
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> Redis:
         """A client for plain commands (stats reads); it shares nothing with the two threads' connections."""
         return self._redis
 
@@ -162,7 +163,7 @@ class Link:
         if isinstance(result, Exception):
             self._fail([call], lambda: MicrobatchError(f"Redis refused the call: {result}"))
             return
-        accepted, value = result  # type: ignore[misc]
+        accepted, value = cast("list[Any]", result)
         if accepted:
             with self._lock:
                 call.entry_id = value
@@ -193,8 +194,8 @@ class Link:
                 except OUTAGE:
                     run_id = self._ride_out_outage(listen, run_id)
                     continue
-                if popped is not None:
-                    self._dispatch(popped[1])
+                if popped is not None and popped[1]:
+                    self._dispatch(cast(bytes, popped[1]))
         finally:
             listen.close()
 
@@ -214,7 +215,7 @@ class Link:
                 outcomes.append((call, reply.payload if reply.payload is not None else b""))
         _resolve_all(outcomes)
 
-    def _ride_out_outage(self, listen: redis.Redis, run_id: str | None) -> str | None:
+    def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
         """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
         grace period, or when another server (a restart lost the streams) answers, they fail at once."""
         started = time.monotonic()
@@ -250,6 +251,10 @@ class Link:
         with self._lock:
             self._closed = True
             self._wake.notify()
+        try:
+            self._redis.rpush(self.reply_key, b"")  # wakes the listener from its BLPOP now
+        except OUTAGE:
+            pass
         self._sender.join(5)
         self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
         self._redis.close()

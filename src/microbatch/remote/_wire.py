@@ -119,7 +119,7 @@ def encode_replies(replies: list[Reply]) -> bytes:
 
 
 def decode_replies(blob: bytes) -> list[Reply]:
-    return [Reply(rid, payload, tuple(error) if error is not None else None)  # type: ignore[arg-type]
+    return [Reply(rid, payload, tuple(error) if error is not None else None)
             for rid, payload, error in msgpack.unpackb(blob, raw=False)]
 
 
