@@ -126,7 +126,7 @@ class RemoteBatcher(Generic[T, U]):
                 raise BatcherClosed(f"remote batcher {self.name!r} is closed and accepts no calls")
             self._inflight.add(call)
             self._submitted += len(items)
-        link.submit(call)
+        link.submit(call, may_block=isinstance(waiter, SyncWaiter))
         return call, seconds
 
     def _call_sync(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:

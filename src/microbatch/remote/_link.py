@@ -39,7 +39,7 @@ class Link:
     """One process's connection to one Redis URL; see the module docstring."""
 
     __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
-                 "_ids", "_sender", "_listener", "_users", "_closed", "__weakref__")
+                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "__weakref__")
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -54,6 +54,7 @@ class Link:
         self._ids = itertools.count(1)
         self._users = 0
         self._closed = False
+        self._direct_busy = False  # a caller thread is sending its own admission
         self._sender = threading.Thread(target=self._send_loop, name=f"microbatch-remote-send[{redacted(url)}]",
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
@@ -72,15 +73,31 @@ class Link:
 
     # ---------------------------------------------------------------- called by callers
 
-    def submit(self, call: Call) -> None:
+    def submit(self, call: Call, *, may_block: bool) -> None:
+        """Send ``call``. A thread that may block (not an event loop) sends its own admission when no
+        other is on the wire, saving a thread hop for a lone call; the rest queue for the sender
+        thread, which pipelines them, so at most two connections send at once."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this link is closed")  # unreachable through RemoteBatcher
             call.request_id = next(self._ids)
             self._calls[call.request_id] = call
-            self._outbox.append(call)
-            if len(self._outbox) == 1:
-                self._wake.notify()
+            direct = may_block and not self._direct_busy and not self._outbox
+            if direct:
+                self._direct_busy = True
+            else:
+                self._outbox.append(call)
+                if len(self._outbox) == 1:
+                    self._wake.notify()
+        if direct:
+            try:
+                self._send([call], [])
+            except Exception:
+                logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
+                self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
+            finally:
+                with self._lock:
+                    self._direct_busy = False
 
     def forget(self, call: Call) -> bool:
         """Take ``call`` out of the table (its caller stopped waiting); False if it was resolved meanwhile."""
