@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
-from microbatch import Batcher
+from microbatch import SupportsBatching
 
 __all__ = ["get_batcher"]
 
@@ -17,14 +17,14 @@ class HasScope(Protocol):
     def scope(self) -> Mapping[str, Any]: ...
 
 
-def get_batcher(source: HasScope | Mapping[str, Any], name: str) -> Batcher[Any, Any]:
+def get_batcher(source: HasScope | Mapping[str, Any], name: str) -> SupportsBatching[Any, Any]:
     """The batcher registered as ``name`` with BatchingMiddleware, found from a request or a raw scope.
 
     Raises RuntimeError when no BatchingMiddleware wraps the app, and LookupError, listing the
     registered names, when none is called ``name``.
     """
     scope = source.scope if hasattr(source, "scope") else source
-    batchers: Mapping[str, Batcher[Any, Any]] | None = scope.get("state", {}).get("batchers")
+    batchers: Mapping[str, SupportsBatching[Any, Any]] | None = scope.get("state", {}).get("batchers")
     if batchers is None:
         raise RuntimeError(
             "no batchers on this request: wrap the app in BatchingMiddleware, e.g. "

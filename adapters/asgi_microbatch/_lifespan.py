@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Iterable
 from typing import Any
 
-from microbatch import Batcher
+from microbatch import SupportsBatching
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -34,7 +34,7 @@ class Lifespan:
 
     __slots__ = ("batchers", "receive", "send", "pending", "replied", "drained")
 
-    def __init__(self, batchers: Iterable[Batcher[Any, Any]], receive: Receive, send: Send) -> None:
+    def __init__(self, batchers: Iterable[SupportsBatching[Any, Any]], receive: Receive, send: Send) -> None:
         self.batchers = list(batchers)
         self.receive = receive
         self.send = send

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
-from microbatch import Batcher, deadline
+from microbatch import SupportsBatching, deadline
 from microbatch.web import HTTP_ERRORS, ErrorResponse, error_response, parse_request_timeout
 
 from ._lifespan import Lifespan
@@ -31,12 +31,15 @@ class BatchingMiddleware:
     the endpoint, threadpool included.
     """
 
-    def __init__(self, app: ASGIApp, *, batchers: Mapping[str, Batcher[Any, Any]]) -> None:
+    def __init__(self, app: ASGIApp, *, batchers: Mapping[str, SupportsBatching[Any, Any]]) -> None:
         for name, batcher in batchers.items():
-            if not isinstance(batcher, Batcher):
-                raise TypeError(f"batchers[{name!r}] must be a microbatch.Batcher, got {type(batcher).__name__}")
+            if not isinstance(batcher, SupportsBatching):
+                raise TypeError(
+                    f"batchers[{name!r}] must be a microbatch.Batcher or microbatch.remote.RemoteBatcher, "
+                    f"got {type(batcher).__name__}"
+                )
         self.app = app
-        self.batchers: Mapping[str, Batcher[Any, Any]] = MappingProxyType(dict(batchers))
+        self.batchers: Mapping[str, SupportsBatching[Any, Any]] = MappingProxyType(dict(batchers))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

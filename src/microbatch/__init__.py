@@ -7,6 +7,7 @@ from importlib import metadata as _metadata
 from ._batcher import Batcher, batch
 from ._collate import Collate
 from ._deadline import deadline
+from ._protocol import SupportsBatching
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
 from ._options import BatcherOptions
 from ._stats import Histogram, Stats
@@ -23,6 +24,7 @@ __all__ = [
     "MicrobatchError",
     "Overloaded",
     "Stats",
+    "SupportsBatching",
     "batch",
     "deadline",
 ]

@@ -10,13 +10,14 @@ import math
 from dataclasses import dataclass, field
 
 from ._errors import BatcherClosed, DeadlineExceeded, ItemTooLarge, Overloaded
+from ._remote_errors import RedisUnavailable
 
 __all__ = ["HTTP_ERRORS", "TIMEOUT_HEADER", "ErrorResponse", "error_response", "parse_request_timeout"]
 
 TIMEOUT_HEADER = "X-Request-Timeout"
 
 #: The errors that describe the server's state or the client's input rather than a bug: each has a status.
-HTTP_ERRORS = (Overloaded, DeadlineExceeded, BatcherClosed, ItemTooLarge)
+HTTP_ERRORS = (Overloaded, DeadlineExceeded, BatcherClosed, ItemTooLarge, RedisUnavailable)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +37,13 @@ def error_response(exc: BaseException) -> ErrorResponse | None:
     """The HTTP answer for one of :data:`HTTP_ERRORS`, or None for any other exception.
 
     ``Overloaded`` is 503 with ``Retry-After`` in whole seconds, at least 1 (0 would invite a retry
-    into the same full queue); ``BatcherClosed`` 503; ``DeadlineExceeded`` 504; ``ItemTooLarge``
-    413, since the client sent more than one batch can hold.
+    into the same full queue); ``BatcherClosed`` 503; ``RedisUnavailable`` (a remote batcher's broker
+    is down) 503; ``DeadlineExceeded`` 504; ``ItemTooLarge`` 413, since the client sent more than
+    one batch can hold.
     """
     if isinstance(exc, Overloaded):
         return ErrorResponse(503, str(exc), {"Retry-After": str(max(1, math.ceil(exc.retry_after)))})
-    if isinstance(exc, BatcherClosed):
+    if isinstance(exc, (BatcherClosed, RedisUnavailable)):
         return ErrorResponse(503, str(exc))
     if isinstance(exc, DeadlineExceeded):
         return ErrorResponse(504, str(exc))

@@ -72,7 +72,7 @@ def test_public_api_matches_all() -> None:
 
 
 def test_batchers_must_be_batchers() -> None:
-    with pytest.raises(TypeError, match=r"batchers\['embed'\] must be a microbatch.Batcher, got function"):
+    with pytest.raises(TypeError, match=r"batchers\['embed'\] must be a microbatch.Batcher or microbatch.remote.RemoteBatcher, got function"):
         BatchingMiddleware(raises_on_lifespan, batchers={"embed": lambda texts: texts})  # type: ignore[dict-item]
 
 

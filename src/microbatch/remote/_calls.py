@@ -1,0 +1,90 @@
+"""One call in flight from a client process, and the one-shot slots its caller waits on."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+
+from ._codec import Codec
+from ._wire import Keys
+
+__all__ = ["AsyncWaiter", "Call", "Outcome", "SyncWaiter", "Waiter"]
+
+#: What resolves a call: the codec's bytes of its results, or the exception to raise.
+Outcome = bytes | BaseException
+
+
+class SyncWaiter:
+    """A slot a thread blocks on; a plain lock is the cheapest thread hand-off."""
+
+    __slots__ = ("_lock", "outcome")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self.outcome: Outcome | None = None
+
+    def resolve(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self._lock.release()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._lock.acquire(timeout=-1 if timeout is None else min(max(timeout, 0.0), threading.TIMEOUT_MAX))
+
+
+class AsyncWaiter:
+    """A future on the caller's own event loop, whichever loop that is; resolved through that loop."""
+
+    __slots__ = ("loop", "future")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[Outcome] = loop.create_future()
+
+    def resolve(self, outcome: Outcome) -> None:
+        self.loop.call_soon_threadsafe(settle, self.future, outcome)
+
+
+Waiter = SyncWaiter | AsyncWaiter
+
+
+def settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
+    if not future.done():  # a cancelled caller has stopped waiting
+        future.set_result(outcome)
+
+
+class Call:
+    """A request (one item, or a map's items) from admission to its reply.
+
+    The link's table of calls decides who resolves it: whoever removes the call from the table
+    (the sender on refusal, the listener on a reply, the caller on its timeout or cancellation).
+    """
+
+    __slots__ = ("keys", "codec", "limit", "request_id", "single", "size", "payload", "deadline", "started",
+                 "waiter", "retry_after", "entry_id", "cancelled")
+
+    def __init__(
+        self, keys: Keys, codec: Codec, limit: int, single: bool, size: int, payload: bytes,
+        deadline: float, started: float, waiter: Waiter, retry_after: Callable[[int], float],
+    ) -> None:
+        self.keys = keys
+        self.codec = codec
+        self.limit = limit  # the most items that may wait for this batcher name
+        self.request_id = 0  # set by the link
+        self.single = single
+        self.size = size
+        self.payload = payload
+        self.deadline = deadline  # time.monotonic() value
+        self.started = started
+        self.waiter = waiter
+        self.retry_after = retry_after  # seconds to suggest when refused with this many items too many
+        self.entry_id: bytes | None = None  # the stream entry, once admitted
+        self.cancelled = False  # the caller gave up while its admission was on the wire
+
+    def __repr__(self) -> str:
+        state = "cancelled" if self.cancelled else ("queued" if self.entry_id is not None else "admitting")
+        return f"<Call {self.keys.name!r} #{self.request_id} items={self.size} {state}>"
+
+

@@ -1,0 +1,338 @@
+"""A client process's link to one Redis: one sender thread, one listener thread, one reply key.
+
+Every :class:`~microbatch.remote.RemoteBatcher` of a process that uses the same URL shares it, so a
+process holds two Redis connections however many calls wait. The sender pipelines whatever callers
+queued since its last round trip (admissions and cancellations, one EVALSHA each); the listener
+pops this process's reply key and hands each result to its caller's thread or event loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, cast
+
+from redis import Redis
+from redis.exceptions import NoScriptError
+
+from .._errors import MicrobatchError, Overloaded
+from .._remote_errors import RedisUnavailable
+from ._calls import AsyncWaiter, Call, Outcome, settle
+from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
+from ._wire import ADMIT, CANCEL, Header, Script, decode_error, decode_replies, reply_key
+
+__all__ = ["Link", "acquire", "release"]
+
+logger = logging.getLogger("microbatch.remote")
+
+_BLOCK = 1.0  # seconds a BLPOP waits before the listener checks whether it should stop
+_OUTAGE_GRACE = 1.0  # how long the listener tries to get back to the same Redis before failing calls
+
+
+class Link:
+    """One process's connection to one Redis URL; see the module docstring."""
+
+    __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
+                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "__weakref__")
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.reply_key = reply_key(self.client_id)
+        self._redis = sync_client(url)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._outbox: list[Call] = []  # admissions not yet sent
+        self._cancels: list[Call] = []  # admitted entries whose callers gave up
+        self._calls: dict[int, Call] = {}  # every unresolved call, by request id
+        self._ids = itertools.count(1)
+        self._users = 0
+        self._closed = False
+        self._direct_busy = False  # a caller thread is sending its own admission
+        self._sender = threading.Thread(target=self._send_loop, name=f"microbatch-remote-send[{redacted(url)}]",
+                                        daemon=True)
+        self._listener = threading.Thread(target=self._listen_loop,
+                                          name=f"microbatch-remote-listen[{redacted(url)}]", daemon=True)
+        self._sender.start()
+        self._listener.start()
+
+    @property
+    def redis(self) -> Redis:
+        """A client for plain commands (stats reads); it shares nothing with the two threads' connections."""
+        return self._redis
+
+    def __repr__(self) -> str:
+        return (f"<Link {redacted(self.url)} reply_key={self.reply_key!r} waiting={len(self._calls)} "
+                f"users={self._users}{' closed' if self._closed else ''}>")
+
+    # ---------------------------------------------------------------- called by callers
+
+    def submit(self, call: Call, *, may_block: bool) -> None:
+        """Send ``call``. A thread that may block (not an event loop) sends its own admission when no
+        other is on the wire, saving a thread hop for a lone call; the rest queue for the sender
+        thread, which pipelines them, so at most two connections send at once."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("this link is closed")  # unreachable through RemoteBatcher
+            call.request_id = next(self._ids)
+            self._calls[call.request_id] = call
+            direct = may_block and not self._direct_busy and not self._outbox
+            if direct:
+                self._direct_busy = True
+            else:
+                self._outbox.append(call)
+                if len(self._outbox) == 1:
+                    self._wake.notify()
+        if direct:
+            try:
+                self._send([call], [])
+            except Exception:
+                logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
+                self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
+            finally:
+                with self._lock:
+                    self._direct_busy = False
+
+    def forget(self, call: Call) -> bool:
+        """Take ``call`` out of the table (its caller stopped waiting); False if it was resolved meanwhile."""
+        with self._lock:
+            return self._calls.pop(call.request_id, None) is not None
+
+    def cancel(self, call: Call) -> bool:
+        """As :meth:`forget`, and tell the hosts to drop the entry (best effort)."""
+        with self._lock:
+            if self._calls.pop(call.request_id, None) is None:
+                return False
+            call.cancelled = True
+            if call.entry_id is not None:
+                self._cancels.append(call)
+                self._wake.notify()
+            # Not sent yet: the sender skips it. On the wire: the sender queues the cancel on its answer.
+            return True
+
+    # ---------------------------------------------------------------- the sender thread
+
+    def _send_loop(self) -> None:
+        while True:
+            with self._lock:
+                while not (self._outbox or self._cancels or self._closed):
+                    self._wake.wait()
+                if self._closed and not self._cancels:
+                    return
+                admits, self._outbox = self._outbox, []
+                cancels, self._cancels = self._cancels, []
+            try:
+                self._send(admits, cancels)
+            except Exception:  # never let the sender die: its callers would wait for their timeouts
+                logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
+                self._fail(admits, lambda: MicrobatchError("microbatch.remote's sender failed; see the log"))
+
+    def _send(self, admits: list[Call], cancels: list[Call]) -> None:
+        now = time.monotonic()
+        ops: list[tuple[Script, list[object], Call]] = []
+        for call in admits:
+            if call.cancelled:
+                continue
+            left = call.deadline - now
+            if left <= 0:
+                continue  # its caller's timer fires now; nothing is sent for a call that has no time left
+            header = Header(self.reply_key, call.request_id, call.single, left, call.size, call.codec.name)
+            keys = call.keys
+            ops.append((ADMIT, [keys.requests, keys.waiting, call.size, call.limit, header.pack(), call.payload], call))
+        for call in cancels:
+            keys = call.keys
+            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel], call))
+        if not ops:
+            return
+        try:
+            results = self._execute(ops)
+        except OUTAGE as exc:
+            self._fail([call for script, _, call in ops if script is ADMIT],
+                       lambda: RedisUnavailable(f"Redis at {redacted(self.url)} is unreachable ({exc}); "
+                                                "the call was not sent: retry once Redis is back"))
+            return
+        for (script, _, call), result in zip(ops, results):
+            if script is ADMIT:
+                self._admitted(call, result)
+
+    def _execute(self, ops: list[tuple[Script, list[object], Call]]) -> list[object]:
+        for attempt in (1, 2):
+            pipe = self._redis.pipeline(transaction=False)
+            for script, args, _ in ops:
+                pipe.evalsha(script.sha, 2, *args)  # type: ignore[arg-type]
+            results: list[object] = pipe.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
+                # A restarted or flushed Redis forgot the scripts: load them and send the lot again.
+                # Only NOSCRIPT failures can be in the results, and they changed nothing.
+                for script in {script for script, _, _ in ops}:
+                    self._redis.script_load(script.source)
+                continue
+            return results
+        return results  # pragma: no cover - the loop returns on its second pass
+
+    def _admitted(self, call: Call, result: object) -> None:
+        if isinstance(result, Exception):
+            self._fail([call], lambda: MicrobatchError(f"Redis refused the call: {result}"))
+            return
+        accepted, value = cast("list[Any]", result)
+        if accepted:
+            with self._lock:
+                call.entry_id = value
+                if call.cancelled:
+                    self._cancels.append(call)
+            return
+        retry_after = call.retry_after(int(value) + call.size - call.limit)
+        self._fail([call], lambda: Overloaded(
+            f"remote batcher {call.keys.name!r} has {int(value)} items waiting (max_queue_size={call.limit}); "
+            f"retry in {retry_after:.3g}s", retry_after=retry_after))
+
+    def _fail(self, calls: list[Call], error: Callable[[], BaseException]) -> None:
+        with self._lock:
+            mine = [call for call in calls if self._calls.pop(call.request_id, None) is not None]
+        _resolve_all([(call, error()) for call in mine])
+
+    # ---------------------------------------------------------------- the listener thread
+
+    def _listen_loop(self) -> None:
+        listen = sync_client(self.url, socket_timeout=_BLOCK + CONNECT_TIMEOUT + 1.0)
+        run_id: str | None = None
+        try:
+            while not self._closed:
+                try:
+                    if run_id is None:
+                        run_id = str(listen.info("server")["run_id"])
+                    popped = listen.blpop([self.reply_key], timeout=_BLOCK)
+                except OUTAGE:
+                    run_id = self._ride_out_outage(listen, run_id)
+                    continue
+                if popped is not None and popped[1]:
+                    self._dispatch(cast(bytes, popped[1]))
+        finally:
+            listen.close()
+
+    def _dispatch(self, blob: bytes) -> None:
+        try:
+            replies = decode_replies(blob)
+        except Exception:
+            logger.exception("microbatch.remote: an unreadable reply on %s was dropped", self.reply_key)
+            return
+        with self._lock:
+            ready = [(call, reply) for reply in replies if (call := self._calls.pop(reply.request_id, None)) is not None]
+        outcomes: list[tuple[Call, Outcome]] = []
+        for call, reply in ready:
+            if reply.error is not None:
+                outcomes.append((call, decode_error(*reply.error)))
+            else:
+                outcomes.append((call, reply.payload if reply.payload is not None else b""))
+        _resolve_all(outcomes)
+
+    def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
+        """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
+        grace period, or when another server (a restart lost the streams) answers, they fail at once."""
+        started = time.monotonic()
+        pause = threading.Event()
+        while not self._closed:
+            try:
+                now_id = str(listen.info("server")["run_id"])
+            except OUTAGE:
+                now_id = None
+            if now_id is not None and now_id == run_id:
+                return run_id
+            if now_id is not None or time.monotonic() - started >= _OUTAGE_GRACE:
+                what = "restarted" if now_id is not None else "unreachable"
+                self._fail_admitted(RedisUnavailable, f"Redis at {redacted(self.url)} {what} while the call waited "
+                                                      "for its result; it may or may not have run")
+                if now_id is not None:
+                    return now_id
+                run_id = None  # keep polling; the next server's id is taken as it is
+                started = time.monotonic()
+            pause.wait(0.05)
+        return run_id
+
+    def _fail_admitted(self, kind: type[RedisUnavailable], message: str) -> None:
+        with self._lock:
+            lost = [call for call in self._calls.values() if call.entry_id is not None]
+            for call in lost:
+                del self._calls[call.request_id]
+        _resolve_all([(call, kind(message)) for call in lost])
+
+    # ---------------------------------------------------------------- lifetime
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        try:
+            self._redis.rpush(self.reply_key, b"")  # wakes the listener from its BLPOP now
+        except OUTAGE:
+            pass
+        self._sender.join(5)
+        self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
+        self._redis.close()
+
+
+def _resolve_all(outcomes: list[tuple[Call, Outcome]]) -> None:
+    """Hand each caller its outcome; callers on one event loop are woken by one callback."""
+    by_loop: dict[object, list[tuple[AsyncWaiter, Outcome]]] = {}
+    for call, outcome in outcomes:
+        waiter = call.waiter
+        if isinstance(waiter, AsyncWaiter):
+            by_loop.setdefault(waiter.loop, []).append((waiter, outcome))
+        else:
+            waiter.resolve(outcome)
+    for group in by_loop.values():
+        loop = group[0][0].loop
+        try:
+            loop.call_soon_threadsafe(_settle_all, group)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting there any more
+
+
+def _settle_all(group: list[tuple[AsyncWaiter, Outcome]]) -> None:
+    for waiter, outcome in group:
+        settle(waiter.future, outcome)
+
+
+# ---------------------------------------------------------------- one link per process and URL
+
+_links: dict[str, Link] = {}
+_links_lock = threading.Lock()
+
+
+def acquire(url: str) -> Link:
+    """The process's link to ``url``, created on first use; :func:`release` it when done."""
+    with _links_lock:
+        link = _links.get(url)
+        if link is None or link._closed:
+            link = _links[url] = Link(url)
+        link._users += 1
+        return link
+
+
+def release(link: Link) -> None:
+    """Give back a link from :func:`acquire`; the last user's release stops its threads."""
+    with _links_lock:
+        link._users -= 1
+        if link._users > 0:
+            return
+        if _links.get(link.url) is link:
+            del _links[link.url]
+    link.close()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's threads do not exist in a forked child: its batchers get fresh links on next use.
+    global _links_lock
+    _links.clear()
+    _links_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+

@@ -1,0 +1,51 @@
+"""Connecting to Redis: URLs pass through to redis-py; short timeouts so an outage surfaces within a second."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import redis.asyncio
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
+
+__all__ = ["CONNECT_TIMEOUT", "OUTAGE", "async_client", "redacted", "sync_client"]
+
+#: Seconds to wait for a connection or a reply. One retry on a fresh connection (a pooled one may
+#: have died with an old server), so a refused or silent Redis is reported within about a second.
+CONNECT_TIMEOUT = 0.5
+
+#: The redis-py errors that mean "Redis is not reachable" (as opposed to a command error).
+OUTAGE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _options(socket_timeout: float | None) -> dict[str, Any]:
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": socket_timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 0,
+    }
+
+
+def sync_client(url: str, *, socket_timeout: float | None = CONNECT_TIMEOUT) -> redis.Redis:
+    """A redis-py client for ``url`` (``redis://``, ``rediss://`` for TLS, ``unix://``; user, password and
+    database in the URL as redis-py reads them). ``socket_timeout`` must exceed any BLOCK time used."""
+    return redis.Redis.from_url(url, **_options(socket_timeout))
+
+
+def async_client(url: str, *, socket_timeout: float | None = CONNECT_TIMEOUT) -> redis.asyncio.Redis:
+    """The asyncio twin of :func:`sync_client`, for a host's event loop."""
+    return redis.asyncio.Redis.from_url(url, **_options(socket_timeout))
+
+
+def redacted(url: str) -> str:
+    """``url`` without its password, for messages and reprs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    credentials, _, location = rest.rpartition("@")
+    user = credentials.split(":", 1)[0]
+    return f"{scheme}://{user + ':' if user else ''}***@{location}"
