@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from . import Batcher
+from ._options import OPTIONS, BatcherOptions
 
 __all__ = ["main"]
 
@@ -75,15 +76,12 @@ def _converter(hint: Any, option: _Option) -> Callable[[str], Any]:
 
 
 def batcher_options() -> list[_Option]:
-    """Every Batcher keyword option with a plain type (the ones a command line can give)."""
-    init = Batcher.__init__
-    hints = typing.get_type_hints(init)
+    """Every Batcher option with a plain type (the ones a command line can give), from the option schema."""
+    hints = typing.get_type_hints(BatcherOptions)
     options = []
-    for param in inspect.signature(init).parameters.values():
-        if param.kind is not inspect.Parameter.KEYWORD_ONLY:
-            continue
+    for name, option in OPTIONS.items():
         try:
-            options.append(_Option(param.name, hints[param.name], param.default))
+            options.append(_Option(name, hints[name], option.default))
         except TypeError:
             continue  # collate and the like: set them in a factory
     return options

@@ -6,7 +6,6 @@ import asyncio
 import threading
 from collections.abc import Callable
 
-
 from ._codec import Codec
 from ._wire import Keys
 

@@ -115,7 +115,9 @@ class RemoteBatcher(Generic[T, U]):
         if seconds <= 0:
             with self._lock:
                 self._rejected += len(items)
-            raise DeadlineExceeded(f"the call to remote batcher {self.name!r} had no time left (timeout={seconds:.3g}s)")
+            raise DeadlineExceeded(
+                f"the call to remote batcher {self.name!r} had no time left (timeout={seconds:.3g}s)"
+            )
         now = time.monotonic()
         call = Call(self._keys, self.codec, self.max_queue_size, single, len(items), payload, now + seconds, now,
                     waiter, self._retry_after)

@@ -65,7 +65,9 @@ class Host:
         if not 0 < claim_idle < 86_400:
             raise ValueError(f"claim_idle must be a number of seconds > 0, got {claim_idle!r}")
         if not 0 < report_interval <= claim_idle:
-            raise ValueError(f"report_interval must be > 0 and at most claim_idle ({claim_idle}), got {report_interval!r}")
+            raise ValueError(
+                f"report_interval must be > 0 and at most claim_idle ({claim_idle}), got {report_interval!r}"
+            )
         self.batcher = batcher
         self.url = url
         self.keys = Keys(name if name is not None else batcher.name)

@@ -153,11 +153,11 @@ class Link:
         try:
             results = self._execute(ops)
         except OUTAGE as exc:
-            self._fail([call for script, _, call in ops if script is ADMIT],
-                       lambda: RedisUnavailable(f"Redis at {redacted(self.url)} is unreachable ({exc}); "
-                                                "the call was not sent: retry once Redis is back"))
+            message = (f"Redis at {redacted(self.url)} is unreachable ({exc}); "
+                       "the call was not sent: retry once Redis is back")
+            self._fail([call for script, _, call in ops if script is ADMIT], lambda: RedisUnavailable(message))
             return
-        for (script, _, call), result in zip(ops, results):
+        for (script, _, call), result in zip(ops, results, strict=True):
             if script is ADMIT:
                 self._admitted(call, result)
 
@@ -223,7 +223,8 @@ class Link:
             logger.exception("microbatch.remote: an unreadable reply on %s was dropped", self.reply_key)
             return
         with self._lock:
-            ready = [(call, reply) for reply in replies if (call := self._calls.pop(reply.request_id, None)) is not None]
+            popped = ((self._calls.pop(reply.request_id, None), reply) for reply in replies)
+            ready = [(call, reply) for call, reply in popped if call is not None]
         outcomes: list[tuple[Call, Outcome]] = []
         for call, reply in ready:
             if reply.error is not None:
