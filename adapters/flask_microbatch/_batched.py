@@ -43,16 +43,21 @@ class BatchOptions(TypedDict, total=False):
 
 
 class AppState:
-    """What ``init_app`` keeps in ``app.extensions["microbatch"]``: its owner and the app's batchers."""
+    """What ``init_app`` keeps in ``app.extensions["microbatch"]``: its owner and the app's batchers.
+
+    Nothing here refers to the app (the batch functions hold it weakly), so an app dropped by its
+    factory's caller is collected like any object; its batchers' workers are then closed.
+    """
 
     __slots__ = ("owner", "lock", "batchers", "closed", "__weakref__")
 
-    def __init__(self, owner: object) -> None:
+    def __init__(self, owner: object, app: Flask) -> None:
         self.owner = owner  # the Microbatch instance that registered the app
         self.lock = threading.Lock()  # held only to create a batcher, never to look one up
         self.batchers: dict[BatchedFunction[Any, Any], Batcher[Any, Any]] = {}
         self.closed = False
         _open_states.add(self)
+        weakref.finalize(app, _close_when_collected, self, app.name)
 
     def close(self, drain: bool) -> None:
         with self.lock:
@@ -63,6 +68,13 @@ class AppState:
 
 
 _open_states: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+
+def _close_when_collected(state: AppState, name: str) -> None:
+    # Runs inside garbage collection, on whatever thread triggered it (maybe a worker holding its
+    # batcher's lock): closing there could deadlock, so a short-lived thread does it. Nothing can
+    # still be queued: every caller held the app through its app context.
+    threading.Thread(target=state.close, args=(True,), name=f"microbatch-flask-release-{name}", daemon=True).start()
 
 
 @atexit.register
@@ -160,7 +172,7 @@ class BatchedFunction(Generic[T, U]):
         settings["name"] = f"{app.name}.{self.__name__}"
         settings.update(self._options)
         try:
-            batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, app), **settings)
+            batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, weakref.ref(app)), **settings)
         except (TypeError, ValueError) as exc:
             raise ValueError(
                 f"bad batching settings for {self.__name__}() on the Flask app {app.name!r}: {exc} "
@@ -170,18 +182,28 @@ class BatchedFunction(Generic[T, U]):
         return batcher
 
 
-def _in_app_context(fn: Callable[[list[Any]], Any], app: Flask) -> Callable[[list[Any]], Any]:
-    """``fn`` run inside ``app``'s context, so a batch function can reach ``current_app`` on the worker."""
+def _in_app_context(fn: Callable[[list[Any]], Any], app_ref: weakref.ref[Flask]) -> Callable[[list[Any]], Any]:
+    """``fn`` run inside the app's context, so a batch function can reach ``current_app`` on the worker.
+
+    The app is held weakly: the worker thread must not keep a discarded app (and its batchers) alive.
+    """
+
+    def app() -> Flask:
+        found = app_ref()
+        if found is None:  # every caller holds the app, so only a call made without one gets here
+            raise BatcherClosed("the Flask app of this batch function was garbage-collected")
+        return found
+
     if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
 
         async def run_async(items: list[Any]) -> Any:
-            with app.app_context():
+            with app().app_context():
                 return await fn(items)
 
         return run_async
 
     def run(items: list[Any]) -> Any:
-        with app.app_context():
+        with app().app_context():
             return fn(items)
 
     return run
