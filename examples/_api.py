@@ -51,13 +51,13 @@ __all__ = [
     "MODE_ENV",
     "BadRequest",
     "EmbedRequest",
-    "check_declared_length",
-    "too_large",
     "Metrics",
+    "check_declared_length",
     "health_body",
     "parse_embed_request",
     "resolve_mode",
     "stats_body",
+    "too_large",
 ]
 
 MAX_BODY_BYTES: Final = 1 << 20

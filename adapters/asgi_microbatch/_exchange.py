@@ -52,7 +52,7 @@ class Exchange:
     the app's own later ``receive()`` calls share the listener's answer. A hang-up before the
     response starts, mid-body or after, cancels the app: it ends quietly and is counted."""
 
-    __slots__ = ("scope", "receive", "send", "counter", "task", "pending", "listener", "started", "hung_up")
+    __slots__ = ("counter", "hung_up", "listener", "pending", "receive", "scope", "send", "started", "task")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, counter: HangUpCounter) -> None:
         self.scope = scope

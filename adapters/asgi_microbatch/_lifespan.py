@@ -37,7 +37,7 @@ class Lifespan:
     ``lifespan.shutdown``, so the app reports it like any failure of its own shutdown.
     """
 
-    __slots__ = ("batchers", "started", "receive", "send", "pending", "replied", "drained")
+    __slots__ = ("batchers", "drained", "pending", "receive", "replied", "send", "started")
 
     def __init__(self, batchers: Iterable[Batcher[Any, Any]], receive: Receive, send: Send) -> None:
         self.batchers = list(batchers)

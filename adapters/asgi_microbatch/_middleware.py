@@ -34,7 +34,7 @@ class BatchingMiddleware:
     not ``BaseHTTPMiddleware``, so the deadline's contextvar reaches the endpoint, threadpool included.
     """
 
-    __slots__ = ("app", "batchers", "owns_batchers", "timeout_header", "error_handler", "_hang_ups")
+    __slots__ = ("_hang_ups", "app", "batchers", "error_handler", "owns_batchers", "timeout_header")
 
     def __init__(
         self,

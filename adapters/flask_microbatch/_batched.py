@@ -49,7 +49,7 @@ class AppState:
     factory's caller is collected like any object; its batchers' workers are then closed.
     """
 
-    __slots__ = ("owner", "lock", "batchers", "closed", "__weakref__")
+    __slots__ = ("__weakref__", "batchers", "closed", "lock", "owner")
 
     def __init__(self, owner: object, app: Flask) -> None:
         self.owner = owner  # the Microbatch instance that registered the app

@@ -9,9 +9,22 @@ from typing import TypeVar, Unpack
 from flask import Flask, Response, current_app, g, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from microbatch.web import HTTP_ERRORS, TIMEOUT_HEADER, ErrorResponse, RequestTimeout, error_response
+from microbatch.web import (
+    HTTP_ERRORS,
+    TIMEOUT_HEADER,
+    ErrorResponse,
+    RequestTimeout,
+    error_response,
+)
 
-from ._batched import CONFIG, EXTENSION_KEY, AppState, BatchedFunction, BatchOptions, state_of
+from ._batched import (
+    CONFIG,
+    EXTENSION_KEY,
+    AppState,
+    BatchedFunction,
+    BatchOptions,
+    state_of,
+)
 
 __all__ = ["Microbatch"]
 

@@ -13,7 +13,13 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 from ._deadline import deadline
-from ._errors import BatcherClosed, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
+from ._errors import (
+    BatcherClosed,
+    DeadlineExceeded,
+    ItemTooLarge,
+    MicrobatchError,
+    Overloaded,
+)
 
 __all__ = [
     "HTTP_ERRORS",

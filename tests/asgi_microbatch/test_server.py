@@ -268,7 +268,7 @@ def test_a_client_that_hangs_up_mid_body_ends_quietly_and_is_counted(
                 head = b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
                 client.sendall(head + b'{"text": ')  # 9 of the 100 bytes promised
                 client.close()
-                wait_until(lambda: app.statistics().while_sending_body == i + 1, "the hang-up is counted")
+                wait_until(lambda n=i + 1: app.statistics().while_sending_body == n, "the hang-up is counted")
             assert get(url, "x", "/healthz").json() == {"status": "ok"}, "the server keeps serving"
         finally:
             uvicorn_errors.removeHandler(caplog.handler)

@@ -121,9 +121,11 @@ def test_two_running_apps_cannot_both_own_one_batcher(make_batcher: Any, make_ap
     gate.open()
     batcher = make_batcher()
     with TestClient(make_app(batcher)) as owner:
-        with pytest.raises(RuntimeError, match="already owned by a running BatchingMiddleware of another app"):
-            with TestClient(make_app(batcher)):
-                pass
+        with (
+            pytest.raises(RuntimeError, match="already owned by a running BatchingMiddleware of another app"),
+            TestClient(make_app(batcher)),
+        ):
+            pass
         with TestClient(make_app(batcher, {"owns_batchers": False})) as sharer:
             assert sharer.get("/embed", params={"text": "shared"}).json() == {"vector": "vec:shared"}
         assert not batcher.closed, "the sharer's shutdown left the owner's batcher open"

@@ -6,8 +6,20 @@ import logging
 
 import pytest
 
-from microbatch import Batcher, BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, Overloaded
-from microbatch.web import HTTP_ERRORS, RequestTimeout, error_response, parse_request_timeout
+from microbatch import (
+    Batcher,
+    BatcherClosed,
+    BatchSizeMismatch,
+    DeadlineExceeded,
+    ItemTooLarge,
+    Overloaded,
+)
+from microbatch.web import (
+    HTTP_ERRORS,
+    RequestTimeout,
+    error_response,
+    parse_request_timeout,
+)
 
 
 @pytest.mark.parametrize(
