@@ -11,8 +11,11 @@ Every example app is a thin layer over this module, so the three frameworks answ
 
 Input limits, each refused with a 4xx and a JSON body ``{"error": "..."}`` that says what is wrong:
 
-* 400: the body is not JSON (or not UTF-8).
-* 413: the body is over :data:`MAX_BODY_BYTES`, or ``texts`` has more than :data:`MAX_TEXTS` items.
+* 400: the body is not JSON, or not UTF-8 (UTF-16 and UTF-32 included), or starts with a byte order
+  mark (RFC 8259: JSON on the network is UTF-8, without one).
+* 413: the body is over :data:`MAX_BODY_BYTES`, or ``texts`` has more than :data:`MAX_TEXTS` items. A
+  declared ``Content-Length`` over the limit is refused before the body is read, and a streamed body
+  is read no further than the limit (:func:`check_declared_length`, :func:`too_large`).
 * 422: the body is not an object; neither or both of ``text``/``texts``; another field; ``texts`` not a
   list or empty; a text that is not a string, has more than :data:`MAX_TEXT_CHARS` characters (over-long
   texts are rejected, never silently truncated), or holds a lone surrogate (not encodable Unicode).
@@ -49,10 +52,12 @@ __all__ = [
     "BadRequest",
     "EmbedRequest",
     "Metrics",
+    "check_declared_length",
     "health_body",
     "parse_embed_request",
     "resolve_mode",
     "stats_body",
+    "too_large",
 ]
 
 MAX_BODY_BYTES: Final = 1 << 20
@@ -99,13 +104,36 @@ class EmbedRequest:
         return {"embedding": vectors[0]} if self.single else {"embeddings": vectors}
 
 
+def too_large(size: int | None = None) -> BadRequest:
+    """The 413 for a body over :data:`MAX_BODY_BYTES` (``size``: its length, when known)."""
+    has = "the body is" if size is None else f"the body has {size} bytes,"
+    return BadRequest(413, f"{has} over the limit of {MAX_BODY_BYTES} bytes: send fewer or shorter texts")
+
+
+def check_declared_length(value: str | bytes | None) -> None:
+    """Refuse a declared ``Content-Length`` over the limit before reading any of the body."""
+    try:
+        declared = int(value) if value is not None else 0
+    except ValueError:
+        return  # a malformed length is the server's to refuse
+    if declared > MAX_BODY_BYTES:
+        raise too_large(declared)
+
+
 def parse_embed_request(body: bytes) -> EmbedRequest:
     """Validate a ``POST /embed`` body; raises :class:`BadRequest` with the status and a message that names the fix."""
     if len(body) > MAX_BODY_BYTES:
-        raise BadRequest(413, f"the body has {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+        raise too_large(len(body))
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; deep nesting recurses
+        # Strict UTF-8: json.loads(bytes) would also take UTF-16/32 and a BOM, which RFC 8259 excludes.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(400, f"the body is not UTF-8 (send JSON encoded as UTF-8): {exc}") from None
+    if text.startswith("\ufeff"):
+        raise BadRequest(400, "the body starts with a byte order mark: send UTF-8 JSON without one")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # deep nesting recurses
         raise BadRequest(400, f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise BadRequest(422, f'the body must be a JSON object with "text" or "texts", got {_json_type(data)}')

@@ -37,8 +37,9 @@ def create_app(mode: str | None = None) -> Flask:
     mode = _api.resolve_mode(mode)
     load_model()
     app = Flask(__name__)
-    # Werkzeug refuses a longer body with 413 before reading it.
-    app.config["MAX_CONTENT_LENGTH"] = _api.MAX_BODY_BYTES
+    # Werkzeug refuses a longer declared body with 413 before reading it, and stops a streamed
+    # (chunked) one at the limit, silently: one byte over lets _api see that it was cut and answer 413.
+    app.config["MAX_CONTENT_LENGTH"] = _api.MAX_BODY_BYTES + 1
     if mode == "batched":
         mb.init_app(app)
 

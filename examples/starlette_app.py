@@ -43,7 +43,7 @@ def create_app(mode: str | None = None) -> Starlette:
 
     async def embed(request: Request) -> Response:
         try:
-            parsed = _api.parse_embed_request(await request.body())
+            parsed = _api.parse_embed_request(await read_body(request))
         except _api.BadRequest as exc:
             return JSONResponse(exc.body, exc.status)
         if mode == "unbatched":
@@ -76,6 +76,19 @@ def create_app(mode: str | None = None) -> Starlette:
     middleware = [Middleware(BatchingMiddleware, batchers=batchers)] if batchers else []
     handlers: Any = {HTTPException: http_error}
     return Starlette(routes=routes, middleware=middleware, exception_handlers=handlers)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused (413) on its declared length or once the bytes read pass the limit, never read further."""
+    _api.check_declared_length(request.headers.get("content-length"))
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > _api.MAX_BODY_BYTES:
+            raise _api.too_large()
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 app = create_app()

@@ -10,6 +10,7 @@ vector = await get_batcher(request, "embed").acall(text)
 from __future__ import annotations
 
 from ._access import get_batcher
+from ._exchange import Disconnects, ErrorHandler
 from ._middleware import BatchingMiddleware
 
-__all__ = ["BatchingMiddleware", "get_batcher"]
+__all__ = ["BatchingMiddleware", "Disconnects", "ErrorHandler", "get_batcher"]

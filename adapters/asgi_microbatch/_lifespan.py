@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
-from microbatch import SupportsBatching
+from microbatch import BatcherClosed, SupportsBatching
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,11 +20,15 @@ logger = logging.getLogger("asgi_microbatch")
 # Once the app has sent one of these, it has finished the protocol and the middleware adds nothing.
 _FINISHED = frozenset({"lifespan.startup.failed", "lifespan.shutdown.complete", "lifespan.shutdown.failed"})
 
+# The batchers owned by a lifespan that is running now, in any app of the process: two owners would
+# each drain a batcher the other still serves.
+_running: weakref.WeakSet[SupportsBatching[Any, Any]] = weakref.WeakSet()
+
 
 class Lifespan:
     """One run of the lifespan protocol between the server, the middleware and the wrapped app.
 
-    The batchers start before the app's startup and drain before its shutdown, so queued work still
+    ``batchers`` are the ones the middleware owns (none with ``owns_batchers=False``). They start before the app's startup and drain before its shutdown, so queued work still
     finds whatever the app's lifespan set up (a model, a pool). An app that does not take part (it
     raises on the lifespan scope, or returns, without answering startup) is left alone, as the ASGI
     spec asks of servers, and the middleware answers the server itself. Failures are reported the
@@ -32,10 +37,11 @@ class Lifespan:
     ``lifespan.shutdown``, so the app reports it like any failure of its own shutdown.
     """
 
-    __slots__ = ("batchers", "receive", "send", "pending", "replied", "drained")
+    __slots__ = ("batchers", "drained", "pending", "receive", "replied", "send", "started")
 
     def __init__(self, batchers: Iterable[SupportsBatching[Any, Any]], receive: Receive, send: Send) -> None:
         self.batchers = list(batchers)
+        self.started: list[SupportsBatching[Any, Any]] = []  # what this run started, so what its drain closes
         self.receive = receive
         self.send = send
         self.pending: Message | None = None  # the server's startup message, read before the app runs
@@ -46,7 +52,7 @@ class Lifespan:
         self.pending = await self.receive()
         try:
             for batcher in self.batchers:
-                batcher.start()
+                self.start(batcher)
         except Exception:
             await self.drain()  # the ones already started would never be closed
             await self.send({"type": "lifespan.startup.failed", "message": traceback.format_exc()})
@@ -61,6 +67,24 @@ class Lifespan:
             logger.info("the app does not support the ASGI lifespan protocol; BatchingMiddleware answers alone")
         if self.replied not in _FINISHED:
             await self.finish(None)
+
+    def start(self, batcher: SupportsBatching[Any, Any]) -> None:
+        if batcher in _running:
+            raise RuntimeError(
+                f"batcher {batcher.name!r} is already owned by a running BatchingMiddleware of another app, "
+                "whose shutdown would close it under this one: pass owns_batchers=False to every "
+                "BatchingMiddleware but the one that should start and drain it"
+            )
+        if batcher.closed:
+            raise BatcherClosed(
+                f"BatchingMiddleware cannot start batcher {batcher.name!r}: it is closed, drained by an earlier "
+                "lifespan of an app that owns it (e.g. a previous `with TestClient(app)`), and a closed batcher "
+                "cannot be restarted. Build the batchers in an app factory so each app run gets new ones, or "
+                "pass BatchingMiddleware(..., owns_batchers=False) and close the batchers yourself"
+            )
+        batcher.start()
+        _running.add(batcher)
+        self.started.append(batcher)
 
     async def app_receive(self) -> Message:
         if self.pending is not None:
@@ -87,6 +111,10 @@ class Lifespan:
         await self.send({"type": self.replied} if error is None else {"type": self.replied, "message": error})
 
     async def drain(self) -> None:
-        """Close every batcher, in parallel, after running what is queued."""
+        """Close every batcher this run started, in parallel, after running what is queued."""
         self.drained = True
-        await asyncio.gather(*(b.aclose(drain=True) for b in self.batchers))
+        try:
+            await asyncio.gather(*(b.aclose(drain=True) for b in self.started))
+        finally:
+            for batcher in self.started:
+                _running.discard(batcher)

@@ -8,22 +8,20 @@ from typing import Any
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponseBase
 
-from microbatch import deadline
-
-from microbatch.web import ErrorResponse
-
-from ._http import json_error, json_error_for, request_timeout
+from ._http import answer, request_timeout
 
 __all__ = ["MicrobatchMiddleware"]
 
 
 class MicrobatchMiddleware:
-    """Apply ``X-Request-Timeout`` to every batcher call a request makes, and map batcher errors to responses.
+    """Apply the request's time limit to every batcher call it makes, and map batcher errors to responses.
 
-    The header (seconds, a float > 0) sets a :func:`microbatch.deadline` around the view; an invalid
-    value gets a 400. ``Overloaded``/``BatcherClosed`` raised by any view become 503 (``Retry-After``
-    when overloaded), ``DeadlineExceeded`` 504 and ``ItemTooLarge`` 413, with a JSON body
-    ``{"error": "..."}`` (:func:`microbatch.web.error_response`). Serves sync
+    The header (``settings.MICROBATCH_TIMEOUT_HEADER``, default ``X-Request-Timeout``, None: off;
+    ``2.5``, ``5s``, ``5000ms``) sets a :func:`microbatch.deadline` around the view; a malformed value
+    fails only the view's batcher calls, with a 400. ``Overloaded``/``BatcherClosed`` raised by any
+    view become 503 (``Retry-After`` when overloaded), ``DeadlineExceeded`` 504 and ``ItemTooLarge``
+    413, with a JSON body ``{"error": "..."}`` (:func:`microbatch.web.error_response`), or what
+    ``settings.MICROBATCH_ERROR_HANDLER`` returns. Serves sync
     (WSGI) and async (ASGI) middleware chains alike, so Django never adapts it across threads.
     """
 
@@ -39,22 +37,14 @@ class MicrobatchMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
             return self.__acall__(request)
-        try:
-            seconds = request_timeout(request)
-        except ValueError as exc:
-            return json_error(ErrorResponse(400, str(exc)))
-        with deadline(seconds):
+        with request_timeout(request).deadline():
             return self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
-        try:
-            seconds = request_timeout(request)
-        except ValueError as exc:
-            return json_error(ErrorResponse(400, str(exc)))
         # The contextvar follows the await into async views, and asgiref copies it into sync ones.
-        with deadline(seconds):
+        with request_timeout(request).deadline():
             return await self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponseBase | None:
         # A view's exception never reaches __call__ (Django turns it into a response further in), hence this hook.
-        return json_error_for(exception)
+        return answer(request, exception)

@@ -9,8 +9,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
 from microbatch import Batcher
+from microbatch.web import ErrorResponse
 
-from ._http import HTTP_ERRORS, json_error_for
+from ._http import HTTP_ERRORS, default_answer
 from ._registry import lookup
 
 __all__ = ["BatchedViewMixin"]
@@ -23,8 +24,8 @@ class BatchedViewMixin:
     process-wide shared batcher: call it from a sync handler (``self.get_batcher()(item)``, blocks
     this thread only) or await it from an async one (``await self.get_batcher().acall(item)``).
     ``Overloaded`` and ``BatcherClosed`` become 503 (``Retry-After`` when overloaded) and
-    ``DeadlineExceeded`` 504, ``ItemTooLarge`` 413, each with a JSON body ``{"error": "..."}``; other
-    exceptions pass through.
+    ``DeadlineExceeded`` 504, ``ItemTooLarge`` 413, each with a JSON body ``{"error": "..."}``
+    (override :meth:`get_error_response` to answer otherwise); other exceptions pass through.
     """
 
     batcher_name: str | None = None
@@ -45,6 +46,18 @@ class BatchedViewMixin:
         cls = type(self).__qualname__
         return lookup(self.get_batcher_name(), f"{cls}.batcher_name (or {cls}.get_batcher_name())")
 
+    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+        """The answer to a batcher error: ``default`` (``settings.MICROBATCH_ERROR_HANDLER``'s, else
+        the JSON body). Override per view, e.g. ``JsonResponse({"detail": response.error},
+        status=response.status, headers=response.headers)``; ``response.detail`` is for logs only."""
+        return default
+
+    def _answer(self, request: HttpRequest, exc: Exception) -> HttpResponseBase:
+        found = default_answer(request, exc)
+        if found is None:
+            raise exc
+        return self.get_error_response(exc, *found)
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
         # An async view's handlers return coroutines, whose errors surface only when awaited.
         if self.view_is_async:
@@ -52,7 +65,7 @@ class BatchedViewMixin:
         try:
             return cast(Any, super()).dispatch(request, *args, **kwargs)
         except HTTP_ERRORS as exc:
-            return json_error_for(exc)
+            return self._answer(request, exc)
 
     async def _dispatch_async(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         try:
@@ -60,4 +73,4 @@ class BatchedViewMixin:
             # A mixin further along may answer at once with a plain response (a redirect, a 403).
             return await response if inspect.isawaitable(response) else response
         except HTTP_ERRORS as exc:
-            return json_error_for(exc)
+            return self._answer(request, exc)

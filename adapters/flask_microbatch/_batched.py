@@ -47,16 +47,21 @@ def check_app(app: Flask, functions: list[BatchedFunction[Any, Any]]) -> None:
 
 
 class AppState:
-    """What ``init_app`` keeps in ``app.extensions["microbatch"]``: its owner and the app's batchers."""
+    """What ``init_app`` keeps in ``app.extensions["microbatch"]``: its owner and the app's batchers.
 
-    __slots__ = ("owner", "lock", "batchers", "closed", "__weakref__")
+    Nothing here refers to the app (the batch functions hold it weakly), so an app dropped by its
+    factory's caller is collected like any object; its batchers' workers are then closed.
+    """
 
-    def __init__(self, owner: object) -> None:
+    __slots__ = ("__weakref__", "batchers", "closed", "lock", "owner")
+
+    def __init__(self, owner: object, app: Flask) -> None:
         self.owner = owner  # the Microbatch instance that registered the app
         self.lock = threading.Lock()  # held only to create a batcher, never to look one up
         self.batchers: dict[BatchedFunction[Any, Any], Batcher[Any, Any]] = {}
         self.closed = False
         _open_states.add(self)
+        weakref.finalize(app, _close_when_collected, self, app.name)
 
     def close(self, drain: bool) -> None:
         with self.lock:
@@ -67,6 +72,13 @@ class AppState:
 
 
 _open_states: weakref.WeakSet[AppState] = weakref.WeakSet()
+
+
+def _close_when_collected(state: AppState, name: str) -> None:
+    # Runs inside garbage collection, on whatever thread triggered it (maybe a worker holding its
+    # batcher's lock): closing there could deadlock, so a short-lived thread does it. Nothing can
+    # still be queued: every caller held the app through its app context.
+    threading.Thread(target=state.close, args=(True,), name=f"microbatch-flask-release-{name}", daemon=True).start()
 
 
 @atexit.register
@@ -165,7 +177,7 @@ class BatchedFunction(Generic[T, U]):
     def _build(self, app: Flask, state: AppState) -> Batcher[T, U]:
         if state.closed:
             raise BatcherClosed(f"Microbatch was closed on the Flask app {app.name!r}; it accepts no calls")
-        batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, app), **self.settings(app))
+        batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, weakref.ref(app)), **self.settings(app))
         state.batchers[self] = batcher
         return batcher
 
@@ -184,18 +196,28 @@ class BatchedFunction(Generic[T, U]):
         return settings
 
 
-def _in_app_context(fn: Callable[[list[Any]], Any], app: Flask) -> Callable[[list[Any]], Any]:
-    """``fn`` run inside ``app``'s context, so a batch function can reach ``current_app`` on the worker."""
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
+def _in_app_context(fn: Callable[[list[Any]], Any], app_ref: weakref.ref[Flask]) -> Callable[[list[Any]], Any]:
+    """``fn`` run inside the app's context, so a batch function can reach ``current_app`` on the worker.
+
+    The app is held weakly: the worker thread must not keep a discarded app (and its batchers) alive.
+    """
+
+    def app() -> Flask:
+        found = app_ref()
+        if found is None:  # every caller holds the app, so only a call made without one gets here
+            raise BatcherClosed("the Flask app of this batch function was garbage-collected")
+        return found
+
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):
 
         async def run_async(items: list[Any]) -> Any:
-            with app.app_context():
+            with app().app_context():
                 return await fn(items)
 
         return run_async
 
     def run(items: list[Any]) -> Any:
-        with app.app_context():
+        with app().app_context():
             return fn(items)
 
     return run

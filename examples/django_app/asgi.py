@@ -2,12 +2,63 @@
 
 from __future__ import annotations
 
+import json
 import os
+from typing import Any
 
 from django.core.asgi import get_asgi_application
 
+from examples import _api
 from examples._embedder import load_model
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "examples.django_app.settings")
-application = get_asgi_application()
+
+Scope = dict[str, Any]
+
+
+class BodyLimit:
+    """Refuse bodies over :data:`~examples._api.MAX_BODY_BYTES` before Django reads them.
+
+    Django's ASGI handler reads the whole body (into a temporary file) before any view or
+    ``DATA_UPLOAD_MAX_MEMORY_SIZE`` check runs, so a 256 MB upload would be received in full. Here a
+    declared ``Content-Length`` over the limit is answered 413 without calling Django, and a streamed
+    body is answered 413 once past the limit; Django is then told the client left, which it ends quietly.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        try:
+            _api.check_declared_length(headers.get(b"content-length"))
+        except _api.BadRequest as exc:
+            await _refuse(send, exc)
+            return
+        size = 0
+
+        async def limited_receive() -> Any:
+            nonlocal size
+            message = await receive()
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > _api.MAX_BODY_BYTES:
+                    await _refuse(send, _api.too_large())
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _refuse(send: Any, exc: _api.BadRequest) -> None:
+    body = json.dumps(exc.body).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+application = BodyLimit(get_asgi_application())
 load_model()  # at startup, not in the first request

@@ -41,7 +41,7 @@ def _parse(request: HttpRequest) -> _api.EmbedRequest:
     try:
         body = request.body
     except RequestDataTooBig:
-        raise _api.BadRequest(413, f"the body is over the limit of {_api.MAX_BODY_BYTES} bytes") from None
+        raise _api.too_large() from None
     return _api.parse_embed_request(body)
 
 

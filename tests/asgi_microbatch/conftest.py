@@ -57,7 +57,7 @@ class Gate:
 
 
 class Endpoint:
-    """``GET /embed?text=...`` (async), ``POST /embed`` with ``{"text": ...}`` (async) and
+    """``GET /healthz`` (no batcher call), ``GET /embed?text=...`` (async), ``POST /embed`` with ``{"text": ...}`` (async) and
     ``GET /embed-sync?text=...`` (a sync endpoint, run in Starlette's threadpool), all over the
     batcher ``"embed"``.
 
@@ -87,8 +87,12 @@ class Endpoint:
             self.cancelled.set()
             raise
 
+    async def healthz(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})  # makes no batcher call
+
     def routes(self) -> list[Route]:
         return [
+            Route("/healthz", self.healthz),
             Route("/embed", self.get, methods=["GET"]),
             Route("/embed", self.post, methods=["POST"]),
             Route("/embed-sync", self.get_sync),
@@ -127,10 +131,11 @@ def endpoint() -> Endpoint:
 
 @pytest.fixture
 def make_app(endpoint: Endpoint) -> Callable[..., Starlette]:
-    """``make_app(batcher, **starlette_options)``: a Starlette app with :class:`Endpoint`'s routes."""
+    """``make_app(batcher, middleware_options=None, **starlette_options)``: a Starlette app with
+    :class:`Endpoint`'s routes behind ``BatchingMiddleware(batchers={"embed": batcher}, **middleware_options)``."""
 
-    def make(batcher: Batcher[Any, Any], **options: Any) -> Starlette:
-        middleware = [Middleware(BatchingMiddleware, batchers={"embed": batcher})]
+    def make(batcher: Batcher[Any, Any], middleware_options: dict[str, Any] | None = None, **options: Any) -> Starlette:
+        middleware = [Middleware(BatchingMiddleware, batchers={"embed": batcher}, **(middleware_options or {}))]
         return Starlette(routes=endpoint.routes(), middleware=middleware, **options)
 
     return make

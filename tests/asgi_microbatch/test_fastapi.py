@@ -67,7 +67,7 @@ def test_fastapi_overload_and_deadline_responses(
         first = pool.submit(get, url, "/embed", "first")
         assert gate.entered.wait(WAIT)
         late = get(url, "/embed-sync", "late", **{"X-Request-Timeout": "0.2"})
-        assert late.status_code == 504 and "deadline" in late.json()["error"]
+        assert late.status_code == 504 and "time limit" in late.json()["error"]
         queued = pool.submit(get, url, "/embed", "queued")
         wait_until(lambda: batcher.stats.queue_depth == 1, "the queue is full")
         refused = get(url, "/embed", "refused")

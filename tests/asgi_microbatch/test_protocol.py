@@ -8,6 +8,7 @@ that nothing the middleware starts outlives a request.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Callable, MutableMapping
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from starlette.requests import Request
 import asgi_microbatch
 from asgi_microbatch import BatchingMiddleware, get_batcher
 from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded
+from microbatch.web import error_response
 
 WAIT = 10.0
 Message = MutableMapping[str, Any]
@@ -65,7 +67,7 @@ class Server:
 
 
 def test_public_api_matches_all() -> None:
-    assert sorted(asgi_microbatch.__all__) == ["BatchingMiddleware", "get_batcher"]
+    assert sorted(asgi_microbatch.__all__) == ["BatchingMiddleware", "Disconnects", "ErrorHandler", "get_batcher"]
     assert all(getattr(asgi_microbatch, name) is not None for name in asgi_microbatch.__all__)
     public = {name for name in vars(asgi_microbatch) if not name.startswith("_")} - {"annotations"}
     assert public == set(asgi_microbatch.__all__)
@@ -138,7 +140,7 @@ def test_batcher_errors_become_json_responses(error: Exception, status: int, ret
     headers = dict(start["headers"])
     assert headers[b"content-type"] == b"application/json"
     assert headers.get(b"retry-after") == retry_after
-    assert body["body"] == b'{"error": "%s"}' % str(error).encode()
+    assert json.loads(body["body"]) == error_response(error).body  # type: ignore[union-attr]
 
 
 def test_errors_after_the_response_started_and_other_errors_pass_through() -> None:
@@ -305,7 +307,7 @@ def test_a_batcher_that_cannot_start_fails_the_startup_before_the_app_starts(mak
     closed.close()
     sent, raised = run(lifespan(starlette_with({"healthy": healthy, "closed": closed}, events)))
     assert kinds(sent) == ["lifespan.startup.failed"]
-    assert "BatcherClosed: batcher 'closed' is closed" in sent[0]["message"]
+    assert "BatcherClosed: BatchingMiddleware cannot start batcher 'closed': it is closed" in sent[0]["message"]
     assert isinstance(raised, BatcherClosed)
     assert events == []
     assert healthy.closed, "the batchers already started are closed again"

@@ -15,6 +15,7 @@ from django.urls import path
 from django.views import View
 
 from django_microbatch import BatchedViewMixin, get_batcher
+from microbatch.web import ErrorResponse
 
 # Upper bound for a wait that should end almost at once; it only limits how long a failing test hangs.
 WAIT = 10.0
@@ -129,6 +130,22 @@ class UnnamedView(BatchedViewMixin, View):
         return JsonResponse({"vector": self.get_batcher()(_text(request))})
 
 
+class DetailEmbedView(AsyncEmbedView):
+    """Answers batcher errors FastAPI-style, through the mixin's hook."""
+
+    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+        return JsonResponse({"detail": response.error}, status=response.status, headers=response.headers)
+
+
+def detail_error(request: HttpRequest, exc: Exception, response: ErrorResponse) -> HttpResponseBase:
+    """A settings.MICROBATCH_ERROR_HANDLER: FastAPI-style bodies, and the path in a header."""
+    return JsonResponse({"detail": response.error}, status=response.status, headers={"X-Path": request.path})
+
+
+def healthz(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"status": "ok"})  # makes no batcher call
+
+
 def embed_function(request: HttpRequest, name: str) -> JsonResponse:
     """A function view: its batcher errors are mapped by MicrobatchMiddleware."""
     return JsonResponse({"vector": get_batcher(name)(_text(request))})
@@ -145,6 +162,8 @@ urlpatterns = [
     path("async/<str:name>/", AsyncNamedEmbedView.as_view()),
     path("guarded/", GuardedAsyncEmbedView.as_view()),
     path("unnamed/", UnnamedView.as_view()),
+    path("detail/", DetailEmbedView.as_view()),
+    path("healthz/", healthz),
     path("fn/<str:name>/", embed_function),
     path("afn/<str:name>/", aembed_function),
 ]

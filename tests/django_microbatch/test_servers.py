@@ -83,7 +83,7 @@ def test_deadline_header_is_504_and_bad_header_400(
         bad = _post(url + path, "bad", {"X-Request-Timeout": "soon"})
         model.release()
         assert (late.status_code, late.headers["Content-Type"]) == (504, "application/json")
-        assert "passed its deadline" in late.json()["error"]
+        assert "time limit" in late.json()["error"]
         assert bad.status_code == 400 and "X-Request-Timeout" in bad.json()["error"]
         assert running.result(WAIT).json() == {"vector": "vec(a)"}
         assert _post(url + path, "after").json() == {"vector": "vec(after)"}  # still serving
@@ -112,6 +112,6 @@ def test_overload_is_503_with_retry_after(
         model.release()
         assert refused.status_code == 503
         assert int(refused.headers["Retry-After"]) >= 1
-        assert "max_queue_size=1" in refused.json()["error"]
+        assert "overloaded" in refused.json()["error"] and "max_queue_size" not in refused.json()["error"]
         assert running.result(WAIT).json() == {"vector": "vec(a)"}
         assert waiting.result(WAIT).json() == {"vector": "vec(b)"}

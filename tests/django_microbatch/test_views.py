@@ -75,7 +75,7 @@ def test_overloaded_is_503_with_retry_after(
         model.release()
         assert refused.status_code == 503
         assert int(refused["Retry-After"]) >= 1
-        assert "'tiny' has 1 items queued" in refused.json()["error"]
+        assert "overloaded" in refused.json()["error"] and "'tiny'" not in refused.json()["error"]
         assert running.result(WAIT).json() == {"vector": "vec(a)"}
         assert waiting.result(WAIT).json() == {"vector": "vec(b)"}
         assert django_microbatch.get_batcher("tiny").stats.rejected == 1
@@ -88,7 +88,7 @@ def test_configured_timeout_is_504(path: str, model: Any, post: Callable[..., An
         response = post(path, "late")
         model.release()
     assert response.status_code == 504
-    assert "passed its deadline" in response.json()["error"]
+    assert "time limit" in response.json()["error"]
 
 
 @pytest.mark.parametrize("path", ["/sync/", "/async/"])
@@ -96,7 +96,7 @@ def test_closed_batcher_is_503(path: str, model: Any, post: Callable[..., Any]) 
     django_microbatch.get_batcher("embed").close()
     response = post(path, "x")
     assert response.status_code == 503
-    assert "closed" in response.json()["error"]
+    assert "shutting down" in response.json()["error"]
     assert "Retry-After" not in response
     assert model.sizes == []
 

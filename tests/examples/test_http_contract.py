@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+import select
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -60,7 +63,7 @@ def test_one_text_and_a_list_of_texts_get_their_own_embeddings(framework: str, s
 BAD_INPUTS: list[tuple[str, str, str, bytes, int, str]] = [
     ("invalid JSON", "POST", "/embed", b'{"text": ', 400, "not valid JSON"),
     ("empty body", "POST", "/embed", b"", 400, "not valid JSON"),
-    ("not UTF-8", "POST", "/embed", b'{"text": "\xff"}', 400, "not valid JSON"),
+    ("not UTF-8", "POST", "/embed", b'{"text": "\xff"}', 400, "not UTF-8"),
     ("nested too deep", "POST", "/embed", b"[" * 100_000, 400, "not valid JSON"),
     ("not an object", "POST", "/embed", b'["a"]', 422, "got an array"),
     ("missing field", "POST", "/embed", b"{}", 422, "missing field"),
@@ -185,3 +188,114 @@ def test_the_unbatched_switch_serves_the_same_api_without_a_batcher(framework: s
     assert close(one, embed(["same vectors"])[0]) and close(many[1], embed(["either way"])[0])
     assert bad.status_code == 422 and "error" in bad.json()
     assert "batcher=" not in metrics, "no batcher, no samples"
+
+
+def _refusal_of(url: str, head: str, chunks: Iterator[bytes], cap: int) -> tuple[bytes, int]:
+    """Send ``head`` then ``chunks`` until the server answers (or ``cap`` bytes are sent): the response's
+    first bytes and how many body bytes went out before it came. A server that reads the whole body
+    before answering never answers within the cap."""
+    address = urlsplit(url)
+    with socket.create_connection((address.hostname, address.port), timeout=30) as conn:
+        conn.sendall(head.encode())
+        sent = 0
+        conn.setblocking(False)
+        pending = b""
+        while True:
+            readable, writable, _ = select.select([conn], [conn] if sent < cap else [], [], 30)
+            if readable:
+                return _response(conn), sent
+            if not writable:
+                raise AssertionError(f"no answer after {sent} body bytes")
+            pending = pending or next(chunks)
+            try:
+                n = conn.send(pending)
+            except (BrokenPipeError, ConnectionResetError):  # the server stopped reading and closed
+                return _response(conn), sent
+            sent += n
+            pending = pending[n:]
+
+
+def _response(conn: socket.socket) -> bytes:
+    """One whole response from ``conn``: its head and its body (by Content-Length, chunks, or until closed)."""
+    conn.settimeout(30)
+    data = b""
+    while not _complete(data):
+        try:
+            chunk = conn.recv(65536)
+        except TimeoutError:
+            raise AssertionError(f"the response never ended: {data[:300]!r}") from None
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _complete(data: bytes) -> bool:
+    head, found, body = data.partition(b"\r\n\r\n")
+    if not found:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(body) >= int(value)
+        if name.strip().lower() == b"transfer-encoding" and value.strip().lower() == b"chunked":
+            return body.endswith(b"0\r\n\r\n")
+    return False  # the body ends when the connection closes
+
+
+def _json_chunks() -> Iterator[bytes]:
+    yield b'{"text": "'
+    while True:
+        yield b"a" * 65536
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_sent(framework: str, serve: Any) -> None:
+    declared = 256 << 20
+    head = (
+        "POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {declared}\r\n\r\n"
+    )
+    with serve(framework) as url:
+        # Only 1 MiB of the 256 MiB promised is ever sent: the answer must come without the rest.
+        answer, _ = _refusal_of(url, head, _json_chunks(), cap=_api.MAX_BODY_BYTES)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert b'"error"' in answer
+        assert httpx.get(f"{url}/healthz").status_code == 200, "the server keeps serving"
+
+
+@pytest.mark.parametrize("framework", ["starlette", "flask", "django-asgi"])
+def test_a_streamed_body_is_refused_once_past_the_limit(framework: str, serve: Any) -> None:
+    head = "POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+    def chunked() -> Iterator[bytes]:
+        for chunk in _json_chunks():
+            yield b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+    with serve(framework) as url:
+        # An endless body: a server that reads it all before answering never answers within 64 MiB.
+        answer, sent = _refusal_of(url, head, chunked(), cap=64 << 20)
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+        assert httpx.get(f"{url}/healthz").status_code == 200, "the server keeps serving"
+    # What is read is the limit plus the socket buffers in between, far from the 64 MiB offered.
+    assert sent < 32 << 20, f"{sent} bytes went out before the refusal"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(
+    ("case", "body", "fragment"),
+    [
+        ("UTF-16 with a BOM", '{"text": "a"}'.encode("utf-16"), "not UTF-8"),
+        ("UTF-16 without a BOM", '{"text": "a"}'.encode("utf-16-le"), "not valid JSON"),
+        ("UTF-32", '{"text": "a"}'.encode("utf-32"), "not UTF-8"),
+        ("UTF-8 with a BOM", b'\xef\xbb\xbf{"text": "a"}', "byte order mark"),
+    ],
+    ids=["utf16-bom", "utf16-le", "utf32", "utf8-bom"],
+)
+def test_a_body_that_is_not_plain_utf8_json_is_a_400(
+    framework: str, case: str, body: bytes, fragment: str, serve: Any
+) -> None:
+    with serve(framework) as url:
+        response = httpx.post(f"{url}/embed", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400, (case, response.text)
+    assert fragment in response.json()["error"], case

@@ -65,6 +65,10 @@ def create_app(name: str = "served", **config: Any) -> Flask:
     async def aembed_many() -> Any:
         return jsonify(vectors=await embed.amap(request.json["texts"]))
 
+    @app.get("/healthz")
+    def healthz() -> Any:
+        return jsonify(status="ok")  # makes no batcher call
+
     @app.get("/stats")
     def stats() -> Any:
         s = embed.stats

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import logging
 import sys
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -13,8 +16,10 @@ from flask import Flask, current_app, jsonify, request
 import flask_microbatch
 from flask_microbatch import BatchedFunction, Microbatch
 from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded
+from microbatch.web import ErrorResponse, error_response
 
 MakeApp = Callable[..., Flask]
+WAIT = 10.0
 
 
 def post(app: Flask, path: str, text: str, **headers: str) -> Any:
@@ -199,17 +204,21 @@ def test_config_timeout_is_the_default_and_a_per_call_timeout_overrides_it(make_
         assert blocker.result() == "vec:held"
 
 
-def test_overload_is_503_with_retry_after(make_app: MakeApp, served_app: Any, in_thread: Any, until: Any) -> None:
+def test_overload_is_503_with_retry_after_and_a_safe_message(
+    make_app: MakeApp, served_app: Any, in_thread: Any, until: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     app = make_app(MICROBATCH_MAX_BATCH_SIZE=1, MICROBATCH_MAX_QUEUE_SIZE=1)
     with app.app_context():
         running = in_thread(post, app, "/embed", "a")
         until(lambda: served_app.embed.stats.running == 1, "the first request runs")
         queued = in_thread(post, app, "/embed", "b")
         until(lambda: served_app.embed.stats.queue_depth == 1, "the second request is queued")
-    response = post(app, "/embed", "c")
+    with caplog.at_level(logging.INFO, logger="microbatch.web"):
+        response = post(app, "/embed", "c")
     assert response.status_code == 503
     assert int(response.headers["Retry-After"]) >= 1
-    assert "max_queue_size=1" in response.json["error"]
+    assert response.json == {"error": "the server is overloaded: retry after the number of seconds in Retry-After"}
+    assert "max_queue_size=1" in caplog.text, "the detail goes to the log only"
     app.config["GATE"].open()
     assert [running.result().json, queued.result().json] == [{"vector": "vec:a"}, {"vector": "vec:b"}]
 
@@ -219,7 +228,7 @@ def test_request_timeout_header_is_a_deadline_504(make_app: MakeApp, path: str) 
     app = make_app()
     response = post(app, path, "slow", **{"X-Request-Timeout": "0.05"})  # the gate holds it past 50 ms
     assert response.status_code == 504
-    assert "passed its deadline" in response.json["error"]
+    assert response.json == {"error": "the request's time limit passed before its result was ready"}
     assert response.json.keys() == {"error"}
 
 
@@ -231,13 +240,35 @@ def test_request_deadline_ends_with_its_request(make_app: MakeApp) -> None:
     assert post(app, "/embed", "y").json == {"vector": "vec:y"}
 
 
-@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf", ""])
-def test_bad_request_timeout_header_is_400(make_app: MakeApp, value: str) -> None:
+@pytest.mark.parametrize("value", ["soon", "-1", "0", "nan", "inf", "", "5 min"])
+def test_a_malformed_request_timeout_is_a_400_only_where_a_batcher_is_called(make_app: MakeApp, value: str) -> None:
     app = make_app()
-    response = post(app, "/embed", "x", **{"X-Request-Timeout": value})
-    assert response.status_code == 400
-    assert response.json == {"error": f"X-Request-Timeout must be a number of seconds > 0, got {value!r}"}
-    assert app.config["GATE"].sizes == []  # the view never ran
+    client = app.test_client()
+    assert client.get("/healthz", headers={"X-Request-Timeout": value}).json == {"status": "ok"}
+    for path in ("/embed", "/aembed"):
+        response = post(app, path, "x", **{"X-Request-Timeout": value})
+        assert response.status_code == 400
+        assert response.json == {
+            "error": f"X-Request-Timeout must be a time > 0 in seconds, like 2.5, 5s or 5000ms, got {value!r}: "
+            "fix or drop the header"
+        }
+    assert app.config["GATE"].sizes == []  # nothing reached the model
+
+
+@pytest.mark.parametrize("value", ["5s", "5000ms", "5"])
+def test_a_request_timeout_in_seconds_or_milliseconds_is_accepted(make_app: MakeApp, value: str) -> None:
+    app = make_app()
+    app.config["GATE"].open()
+    assert post(app, "/embed", "x", **{"X-Request-Timeout": value}).json == {"vector": "vec:x"}
+
+
+def test_the_timeout_header_is_configurable_or_off(make_app: MakeApp) -> None:
+    renamed = make_app("renamed", MICROBATCH_TIMEOUT_HEADER="X-Deadline")
+    assert post(renamed, "/embed", "late", **{"X-Deadline": "1ms"}).status_code == 504  # the gate is shut
+    off = make_app("off", MICROBATCH_TIMEOUT_HEADER=None)
+    for app in (renamed, off):
+        app.config["GATE"].open()
+        assert post(app, "/embed", "x", **{"X-Request-Timeout": "soon"}).json == {"vector": "vec:x"}
 
 
 def test_closed_batcher_is_503_and_close_drains_queued_calls(make_app: MakeApp, served_app: Any,
@@ -252,7 +283,7 @@ def test_closed_batcher_is_503_and_close_drains_queued_calls(make_app: MakeApp, 
     closing.result()
     assert sorted(c.result().json["vector"] for c in calls) == ["vec:t0", "vec:t1", "vec:t2"]
     late = post(app, "/embed", "late")
-    assert late.status_code == 503 and "closed" in late.json["error"]
+    assert late.status_code == 503 and "shutting down" in late.json["error"]
 
 
 def test_functions_first_used_after_close_are_refused() -> None:
@@ -311,3 +342,41 @@ def test_overloaded_handler_rounds_retry_after_up_to_whole_seconds() -> None:
 
     client = app.test_client()
     assert [client.get(f"/{s}").headers["Retry-After"] for s in (0.01, 1.0, 1.2, 7.9)] == ["1", "1", "2", "8"]
+
+
+def test_an_error_handler_answers_batcher_errors_fastapi_style() -> None:
+    mb = Microbatch()
+    seen: list[str] = []
+
+    @mb.error_handler
+    def detail(exc: Exception, response: ErrorResponse) -> Any:
+        seen.append(response.detail)
+        return {"detail": response.error}, response.status, response.headers
+
+    @mb.batch()
+    def echo(items: list[str]) -> list[str]:
+        return items
+
+    app = Flask("detail")
+    mb.init_app(app)
+    app.add_url_rule("/echo", "echo", lambda: jsonify(echo("x")))
+    mb.close(app)
+    response = app.test_client().get("/echo")
+    assert (response.status_code, response.json) == (503, {"detail": error_response(BatcherClosed()).error})  # type: ignore[union-attr]
+    assert seen == ["Microbatch was closed on the Flask app 'detail'; it accepts no calls"]
+
+
+def test_apps_from_a_factory_are_collected_with_their_batchers_and_workers(served_app: Any) -> None:
+    apps = [served_app.create_app(f"throwaway-{i}") for i in range(20)]
+    for app in apps:
+        app.config["GATE"].open()
+        assert post(app, "/embed", "x").json == {"vector": "vec:x"}  # each app now has a batcher and a worker
+    workers = [t for t in threading.enumerate() if t.name.startswith("microbatch-throwaway-")]
+    assert len(workers) == 20
+    refs = [weakref.ref(app) for app in apps]
+    del apps, app
+    gc.collect()
+    assert [r for r in refs if r() is not None] == [], "every app was collected"
+    for worker in workers:
+        worker.join(WAIT)
+    assert not any(w.is_alive() for w in workers), "each collected app's worker ended"

@@ -60,10 +60,9 @@ def test_werkzeug_threaded_server_maps_errors(
     app = make_app(MICROBATCH_MAX_BATCH_SIZE=1, MICROBATCH_MAX_QUEUE_SIZE=1)
     with wsgi_server(app) as url:
         bad = embed_over_http(url, "/embed", "x", **{"X-Request-Timeout": "soon"})
-        assert bad.status_code == 400
-        assert bad.json() == {"error": "X-Request-Timeout must be a number of seconds > 0, got 'soon'"}
+        assert bad.status_code == 400 and "X-Request-Timeout must be a time > 0" in bad.json()["error"]
         late = embed_over_http(url, "/aembed", "late", **{"X-Request-Timeout": "0.05"})
-        assert late.status_code == 504 and "deadline" in late.json()["error"]
+        assert late.status_code == 504 and "time limit" in late.json()["error"]
         # The gate still holds the expired request's batch, so the next request queues and the one
         # after finds the queue (max_queue_size=1) full.
         queued = in_thread(embed_over_http, url, "/embed", "queued")
