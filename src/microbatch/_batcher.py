@@ -183,6 +183,7 @@ class _Options(TypedDict, total=False):
     max_batch_tokens: int | None
     group_by_length: bool
     timeout: float | None
+    on_worker_start: Callable[[], object] | None
 
 
 class BatcherOptions(_Options, total=False):
@@ -214,6 +215,9 @@ class Batcher(Generic[T, U]):
       ``collate.size``, else ``len(item)``); an item longer than that is refused with ItemTooLarge.
     * ``group_by_length``: when length-aware, fill each batch with items of similar length.
     * ``timeout``: the default timeout, in seconds, of calls that pass none (``None``: no limit).
+    * ``on_worker_start``: called with no arguments on the worker thread when it starts, before the
+      first batch: per-thread setup of the model's runtime (``torch.set_num_threads(n)``: torch's
+      thread settings are per thread). If it raises, the error is logged and the worker serves anyway.
     """
 
     __slots__ = (
@@ -224,6 +228,7 @@ class Batcher(Generic[T, U]):
         "_submitted", "_completed", "_failed", "_rejected", "_expired", "_cancelled", "_batches",
         "_items_run", "_sizes", "_queue_wait", "_run_time", "_attr_name", "__weakref__",
         "collate", "max_batch_tokens", "group_by_length", "timeout", "_small_ride", "_size_of", "_real_tokens", "_padded_tokens", "_token_cost",
+        "on_worker_start",
     )
 
     @overload
@@ -252,6 +257,7 @@ class Batcher(Generic[T, U]):
         max_batch_tokens: int | None = None,
         group_by_length: bool = True,
         timeout: float | None = None,
+        on_worker_start: Callable[[], object] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
@@ -278,6 +284,11 @@ class Batcher(Generic[T, U]):
             isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0 < timeout < math.inf
         ):
             raise ValueError(f"timeout must be None or a number of seconds > 0, got {timeout!r}")
+        if on_worker_start is not None and not callable(on_worker_start):
+            raise TypeError(
+                f"on_worker_start must be a function taking no arguments (or None), got {type(on_worker_start).__name__}"
+            )
+        self.on_worker_start = on_worker_start
         self._fn = fn
         self._is_async = _is_async_callable(fn)
         self.max_batch_size = max_batch_size
@@ -475,6 +486,7 @@ class Batcher(Generic[T, U]):
             max_batch_tokens=self.max_batch_tokens,
             group_by_length=self.group_by_length,
             timeout=self.timeout,
+            on_worker_start=self.on_worker_start,
         )
 
     def __set_name__(self, owner: type, name: str) -> None:
@@ -863,7 +875,17 @@ class Batcher(Generic[T, U]):
         self._padded_tokens += longests[count - 1] * count if count else 0
         return batch
 
+    def _worker_started(self) -> None:
+        """Run ``on_worker_start`` on this (the worker) thread; its failure must not cost the callers their worker."""
+        if self.on_worker_start is None:
+            return
+        try:
+            self.on_worker_start()
+        except BaseException:  # noqa: BLE001 - even SystemExit here must not leave callers without a worker
+            logger.exception("microbatch: on_worker_start of batcher %r raised; the worker serves without it", self.name)
+
     def _run_sync_worker(self) -> None:
+        self._worker_started()
         fn = self._invoker()
         while True:
             with self._lock:
@@ -901,6 +923,7 @@ class Batcher(Generic[T, U]):
         return invoke
 
     def _run_async_worker(self) -> None:
+        self._worker_started()
         loop = asyncio.new_event_loop()
         try:
             loop.run_until_complete(self._async_worker_main(loop))
