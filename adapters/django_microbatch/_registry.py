@@ -23,10 +23,13 @@ from ._conf import conf
 
 __all__ = ["close_all", "get_batcher", "lookup"]
 
-# Passed to microbatch.Batcher as they are ("timeout" is the calls' default); "fn" is resolved here.
+# Passed to microbatch.Batcher as they are ("timeout" is the calls' default); "fn" and
+# "on_worker_start" are resolved here when given as dotted paths.
 _BATCHER_OPTIONS = (
     "max_batch_size", "max_wait_ms", "small_request_size", "max_queue_size", "on_error", "aging_ms", "timeout",
+    "on_worker_start",
 )
+_CALLABLE_OPTIONS = ("fn", "on_worker_start")
 _KEYS = ("fn", *_BATCHER_OPTIONS)
 
 
@@ -74,17 +77,23 @@ def _build(name: str, entry: object) -> Batcher[Any, Any]:
         raise ImproperlyConfigured(
             f"{where} has no 'fn': set it to the dotted path of the batch function, e.g. 'myproject.models.embed_texts'"
         )
-    fn = entry["fn"]
-    if isinstance(fn, str):
-        try:
-            fn = import_string(fn)
-        except ImportError as exc:
-            raise ImproperlyConfigured(f"{where}['fn'] = {entry['fn']!r} cannot be imported: {exc}") from exc
-    options = {key: entry[key] for key in _BATCHER_OPTIONS if key in entry}
+    resolved = {key: _resolve(where, key, entry[key]) for key in _CALLABLE_OPTIONS if key in entry}
+    fn = resolved.pop("fn")
+    options = {key: entry[key] for key in _BATCHER_OPTIONS if key in entry} | resolved
     try:
         return Batcher(fn, name=name, **options)
     except (TypeError, ValueError) as exc:  # the engine's own check names the option and the fix
         raise ImproperlyConfigured(f"{where}: {exc}") from exc
+
+
+def _resolve(where: str, key: str, value: Any) -> Any:
+    """A callable option as given, or imported from its dotted path."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return import_string(value)
+    except ImportError as exc:
+        raise ImproperlyConfigured(f"{where}[{key!r}] = {value!r} cannot be imported: {exc}") from exc
 
 
 def close_all(drain: bool = True) -> None:

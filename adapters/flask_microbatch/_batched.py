@@ -40,6 +40,7 @@ class BatchOptions(TypedDict, total=False):
     on_error: Literal["isolate", "fail_batch"]
     aging_ms: float | None
     name: str
+    on_worker_start: Callable[[], object] | None  # runs on the batcher's worker thread when it starts
 
 
 class AppState:
