@@ -60,7 +60,7 @@ def create_app(mode: str | None = None) -> Flask:
             vectors = [embed(parsed.texts[0])]
         else:
             vectors = embed.map(parsed.texts)
-        return jsonify(parsed.response(vectors))
+        return Response(_api.json_bytes(parsed.response(vectors)), mimetype=_api.JSON_CONTENT_TYPE)
 
     @app.get("/healthz")
     def healthz() -> Response:
