@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from microbatch.prometheus import BatcherCollector, StatsSource
@@ -52,8 +53,10 @@ __all__ = [
     "BadRequest",
     "EmbedRequest",
     "Metrics",
+    "JSON_CONTENT_TYPE",
     "check_declared_length",
     "health_body",
+    "json_bytes",
     "parse_embed_request",
     "resolve_mode",
     "stats_body",
@@ -74,6 +77,7 @@ MAX_BATCH_SIZE: Final = 32
 MAX_QUEUE_SIZE: Final = 2048
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+JSON_CONTENT_TYPE: Final = "application/json"
 
 _JSON_TYPES = {
     str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array", dict: "an object",
@@ -172,6 +176,12 @@ def _check_text(value: object, where: str) -> str:
 
 def _json_type(value: object) -> str:
     return "null" if value is None else _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def json_bytes(body: Any) -> bytes:
+    """``body`` as JSON: the embedding responses, 384 floats a text, cost the server several times less
+    with orjson than with the standard library (the same numbers, written by the shortest round trip)."""
+    return orjson.dumps(body)
 
 
 def resolve_mode(mode: str | None = None) -> str:

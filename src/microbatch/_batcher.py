@@ -79,6 +79,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self.max_batch_tokens: int | None = values["max_batch_tokens"]
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
+        self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = (
@@ -99,7 +100,9 @@ class Batcher(PerInstance, Generic[T, U]):
         )
         self._running = 0  # items in the batch being run
         self._closing = False
-        self._worker = Worker(self, self._lock, self._fn, self.collate, self.on_error == "isolate")
+        self._worker = Worker(
+            self, self._lock, self._fn, self.collate, self.on_error == "isolate", self.on_worker_start
+        )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
         self._policy.reset()

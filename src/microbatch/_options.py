@@ -38,6 +38,7 @@ class PlainOptions(TypedDict, total=False):
     max_batch_tokens: int | None
     group_by_length: bool
     timeout: float | None
+    on_worker_start: Callable[[], object] | None
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -106,6 +107,11 @@ def _text(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be None or a string, got {value!r}")
 
 
+def _hook(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -135,6 +141,10 @@ OPTIONS: Mapping[str, Option] = {
                "the most longest-item x items one batch may hold (item sizes: collate.size, else len(item))"),
         Option("group_by_length", True, _flag, "when length-aware, fill each batch with items of similar length"),
         Option("timeout", None, _seconds, "default timeout in seconds of calls that pass none (None: no limit)"),
+        Option("on_worker_start", None, _hook,
+               "called with no arguments on the worker thread before its first batch (per-thread runtime "
+               "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
+               app_wide=False),
     )
 }
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import logging
 import os
 import threading
 import weakref
@@ -25,6 +26,8 @@ from ._execute import Outcome, Outcomes, run_batch
 from ._queue import Slice
 
 __all__ = ["MAX_SLEEP", "Engine", "Worker", "is_async_callable", "track_for_fork"]
+
+logger = logging.getLogger("microbatch")
 
 MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
@@ -92,12 +95,21 @@ class Worker:
     ``waiting`` is True while the driver sleeps and wants a wake-up on arrival or close.
     """
 
-    __slots__ = ("_engine", "_lock", "_fn", "_collate", "_isolate", "is_async", "thread", "waiting", "_wakeup")
+    __slots__ = (
+        "_engine", "_lock", "_fn", "_collate", "_isolate", "_on_start", "is_async", "thread", "waiting", "_wakeup",
+    )
 
     def __init__(
-        self, engine: Engine, lock: threading.Lock, fn: Callable[..., Any], collate: Collate | None, isolate: bool
+        self,
+        engine: Engine,
+        lock: threading.Lock,
+        fn: Callable[..., Any],
+        collate: Collate | None,
+        isolate: bool,
+        on_start: Callable[[], object] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_start = on_start
         self._lock = lock
         self._fn = fn
         self._collate = collate
@@ -112,9 +124,23 @@ class Worker:
         return f"<Worker {'async' if self.is_async else 'sync'} alive={alive} waiting={self.waiting}>"
 
     def start(self, name: str) -> None:
-        target = self._run_async if self.is_async else self._run_sync
+        run = self._run_async if self.is_async else self._run_sync
+
+        def target() -> None:
+            self._started(name)
+            run()
+
         self.thread = threading.Thread(target=target, name=f"microbatch-{name}", daemon=True)
         self.thread.start()
+
+    def _started(self, name: str) -> None:
+        """Run ``on_worker_start`` on this (the worker) thread; its failure must not cost the callers their worker."""
+        if self._on_start is None:
+            return
+        try:
+            self._on_start()
+        except BaseException:  # noqa: BLE001 - even SystemExit here must not leave callers without a worker
+            logger.exception("microbatch: on_worker_start of batcher %r raised; the worker serves without it", name)
 
     def refuse_own_thread(self, method: str, async_method: str | None, name: str) -> None:
         """Raise if called on this worker's thread, where waiting for a result would wait on itself."""

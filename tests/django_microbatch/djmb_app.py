@@ -74,6 +74,14 @@ class FakeModel:
 MODEL = FakeModel()
 
 
+# The names of the threads ``note_worker`` ran on: settings name it as a batcher's on_worker_start.
+worker_starts: list[str] = []
+
+
+def note_worker() -> None:
+    worker_starts.append(threading.current_thread().name)
+
+
 def embed_texts(texts: list[str]) -> list[str]:
     """The batch function that settings.MICROBATCH names by dotted path."""
     return MODEL(texts)

@@ -14,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 import django_microbatch
+import djmb_app
 from microbatch import Batcher, DeadlineExceeded
 
 WAIT = 10.0
@@ -44,6 +45,13 @@ def test_options_reach_the_batcher() -> None:
     with override_settings(MICROBATCH={"custom": {"fn": "djmb_app.embed_texts", **options}}):
         batcher = django_microbatch.get_batcher("custom")
         assert {key: getattr(batcher, key) for key in options} == options
+
+
+def test_on_worker_start_is_a_dotted_path_run_on_the_worker_thread() -> None:
+    hooked = {"fn": "djmb_app.embed_texts", "on_worker_start": "djmb_app.note_worker"}
+    with override_settings(MICROBATCH={"hooked": hooked}):
+        assert django_microbatch.get_batcher("hooked")("text") == "vec(text)"
+        assert djmb_app.worker_starts == ["microbatch-hooked"]
 
 
 def test_fn_may_be_the_function_itself() -> None:
@@ -152,6 +160,8 @@ def test_settings_are_read_at_lookup_not_at_import() -> None:
         ({}, "settings.MICROBATCH['bad'] has no 'fn': set it to the dotted path of the batch function"),
         ({"fn": "djmb_app.no_such_fn"}, "settings.MICROBATCH['bad']['fn'] = 'djmb_app.no_such_fn' cannot be imported: "
          'Module "djmb_app" does not define a "no_such_fn" attribute/class'),
+        ({"fn": "djmb_app.embed_texts", "on_worker_start": "djmb_app.no_such_hook"},
+         "settings.MICROBATCH['bad']['on_worker_start'] = 'djmb_app.no_such_hook' cannot be imported: "),
         ({"fn": "no_such_module.embed"},
          "settings.MICROBATCH['bad']['fn'] = 'no_such_module.embed' cannot be imported: "
          "No module named 'no_such_module'"),

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import microbatch
 from microbatch import Batcher, BatcherClosed
 
 
@@ -316,3 +317,58 @@ def test_a_forked_child_can_use_batchers_created_and_started_in_the_parent(tmp_p
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == "child exit code 0", run.stdout
+
+
+def test_on_worker_start_runs_once_on_the_worker_thread_before_its_first_batch(make_batcher: Any, make_gate: Any) -> None:
+    gate = make_gate(open=True)
+    started: list[tuple[str, int]] = []
+    b = make_batcher(gate, name="hooked", on_worker_start=lambda: started.append(
+        (threading.current_thread().name, len(gate.calls))
+    ))
+    assert started == [], "the hook waits for the worker to start"
+    assert [b(1), b(2)] == [("out", 1), ("out", 2)]
+    assert started == [("microbatch-hooked", 0)]
+    assert b.on_worker_start is not None
+
+
+def test_on_worker_start_runs_on_an_async_functions_worker_too(make_batcher: Any, loop_thread: Any) -> None:
+    started: list[str] = []
+
+    async def embed(items: list[int]) -> list[int]:
+        return [x * 2 for x in items]
+
+    b = make_batcher(embed, name="hooked-async", on_worker_start=lambda: started.append(threading.current_thread().name))
+    assert loop_thread.run(b.acall(3)) == 6
+    assert started == ["microbatch-hooked-async"]
+
+
+def test_a_failing_on_worker_start_is_logged_and_the_worker_serves_anyway(
+    make_batcher: Any, make_gate: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_setup() -> None:
+        raise RuntimeError("no such runtime setting")
+
+    b = make_batcher(make_gate(open=True), name="bad-hook", on_worker_start=broken_setup)
+    with caplog.at_level("ERROR", logger="microbatch"):
+        assert b(5) == ("out", 5)
+    assert "on_worker_start of batcher 'bad-hook' raised" in caplog.text
+    assert "no such runtime setting" in caplog.text
+
+
+def test_on_worker_start_must_be_callable(make_gate: Any) -> None:
+    with pytest.raises(TypeError, match="on_worker_start must be a function taking no arguments"):
+        Batcher(make_gate(open=True), on_worker_start="torch.set_num_threads")  # type: ignore[arg-type]
+
+
+def test_methods_pass_on_worker_start_to_each_instances_batcher() -> None:
+    started: list[str] = []
+
+    class Model:
+        @microbatch.batch(max_batch_size=4, on_worker_start=lambda: started.append(threading.current_thread().name))
+        def embed(self, items: list[int]) -> list[int]:
+            return items
+
+    model = Model()
+    assert model.embed(7) == 7
+    assert started == [f"microbatch-{model.embed.name}"]
+    model.embed.close()
