@@ -6,6 +6,7 @@ from importlib import metadata as _metadata
 
 from ._batcher import Batcher, batch
 from ._collate import Collate
+from ._columns import ColumnBatcher, ColumnDecorator, batch_columns
 from ._deadline import deadline
 from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
 from ._options import BatcherOptions
@@ -18,6 +19,8 @@ __all__ = [
     "BatcherClosed",
     "BatcherOptions",
     "Collate",
+    "ColumnBatcher",
+    "ColumnDecorator",
     "DeadlineExceeded",
     "Histogram",
     "ItemTooLarge",
@@ -26,6 +29,7 @@ __all__ = [
     "Stats",
     "SupportsBatching",
     "batch",
+    "batch_columns",
     "deadline",
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from . import _clock
@@ -19,6 +19,7 @@ from ._collate import Collate
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
+from ._groups import GroupCosts, group_keys
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
@@ -47,8 +48,8 @@ class Batcher(PerInstance, Generic[T, U]):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs", "_stats", "_worker",
+        "_running", "_closing", "_exit_waiters", "_stopped", "__weakref__",
     )
 
     @overload
@@ -80,15 +81,18 @@ class Batcher(PerInstance, Generic[T, U]):
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
         self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.group_by: Callable[[Any], Hashable] | None = values["group_by"]
+        self.size_of: Callable[[Any], int] | None = values["size_of"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
-        self._size_of: Callable[[Any], int] | None = (
+        self._size_of: Callable[[Any], int] | None = self.size_of or (
             collate.size if collate is not None else (len if budget is not None else None)
         )
         super().__init__()
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._group_costs = None if self.group_by is None else GroupCosts()
         self._init_state()
         track_for_fork(self)
 
@@ -96,7 +100,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self._lock = threading.Lock()
         self._queue = RequestQueue(
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
-            self._size_of is not None, self._token_cost,
+            self._size_of is not None, self._token_cost, self._group_costs,
         )
         self._running = 0  # items in the batch being run
         self._closing = False
@@ -243,7 +247,8 @@ class Batcher(PerInstance, Generic[T, U]):
             )
         size_of = self._size_of
         tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
-        request = Request(items, single, deadline, now, waiter, tokens)
+        keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
+        request = Request(items, single, deadline, now, waiter, tokens, keys)
         with self._lock:
             queue, policy, worker = self._queue, self._policy, self._worker
             if self._closing:
@@ -343,7 +348,10 @@ class Batcher(PerInstance, Generic[T, U]):
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
             if not self._closing and queue.depth < self.max_batch_size:
-                delay = policy.company_delay(now, queue.oldest_arrival)
+                groups = self._group_costs
+                delay = policy.company_delay(
+                    now, queue.oldest_arrival, None if groups is None else groups.batch_cost(queue.next_key())
+                )
                 if delay > 0:
                     return None, delay
             policy.dispatched()
@@ -382,8 +390,13 @@ class Batcher(PerInstance, Generic[T, U]):
         outbox: Outbox = []
         with self._lock:
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
+            padded = None
             if self._size_of is not None:
-                self._token_cost.add(padded_tokens(part), seconds)
+                padded = padded_tokens(part)
+                self._token_cost.add(padded, seconds)
+            if self._group_costs is not None:
+                first, start, _ = part[0]  # a batch holds one group: its first item's key is the batch's
+                self._group_costs.add(cast("list[Hashable]", first.keys)[start], len(values), seconds, padded)
             offset = 0
             for request, start, stop in part:
                 if request.single:

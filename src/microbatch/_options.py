@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -39,6 +39,8 @@ class PlainOptions(TypedDict, total=False):
     group_by_length: bool
     timeout: float | None
     on_worker_start: Callable[[], object] | None
+    group_by: Callable[[Any], Hashable] | None
+    size_of: Callable[[Any], int] | None
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -112,6 +114,22 @@ def _hook(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
 
 
+def _key_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its group key (or None), got {type(value).__name__}; "
+            "for example operator.itemgetter('language')"
+        )
+
+
+def _size_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its length in tokens (or None), "
+            f"got {type(value).__name__}; for example lambda item: len(item['input_ids'])"
+        )
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -144,6 +162,14 @@ OPTIONS: Mapping[str, Option] = {
         Option("on_worker_start", None, _hook,
                "called with no arguments on the worker thread before its first batch (per-thread runtime "
                "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
+               app_wide=False),
+        Option("group_by", None, _key_function,
+               "a function of an item returning its group key (hashable): a batch only holds items with equal "
+               "keys (settings that must be the same for the whole batch); called on the caller's thread",
+               app_wide=False),
+        Option("size_of", None, _size_function,
+               "a function of an item returning its length in tokens, for max_batch_tokens and length grouping "
+               "(default: collate.size with a collate, else len(item)); called on the caller's thread",
                app_wide=False),
     )
 }

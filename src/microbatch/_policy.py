@@ -145,13 +145,20 @@ class WaitPolicy:
         """The queue is being served (or is empty): the next wait for company starts afresh."""
         self._wait_started = None
 
-    def company_delay(self, now: float, oldest_arrival: Callable[[float], float]) -> float:
-        """Seconds worth waiting for more items before dispatching what is queued (0: go now)."""
+    def company_delay(
+        self, now: float, oldest_arrival: Callable[[float], float], cost: CostModel | None = None
+    ) -> float:
+        """Seconds worth waiting for more items before dispatching what is queued (0: go now).
+
+        ``cost`` is the model of the batch about to form (its group's), when it has one of its own.
+        """
         if self.max_wait_ms is not None:
             if self.max_wait_ms == 0:
                 return 0.0
             return oldest_arrival(now) + self.max_wait_ms / 1000.0 - now
-        fixed = self.cost.fixed
+        if cost is None:
+            cost = self.cost
+        fixed = cost.fixed
         if fixed is None or fixed <= 0:
             return 0.0
         if self._wait_started is None:
@@ -163,7 +170,7 @@ class WaitPolicy:
             # Nobody has come yet: callers released by the last batch may still be on their way
             # back (a client's round trip), so give them up to one fixed cost.
             return self._wait_started + fixed - now
-        full = self.cost.estimate(self.max_batch_size) or fixed
+        full = cost.estimate(self.max_batch_size) or fixed
         give_up = self._wait_started + min(GIVE_UP_FIXED_COSTS * fixed, full)
         # Once company arrives, keep waiting only while the burst goes on: returning callers come
         # close together, and a few typical in-burst gaps of silence mean it is over.
