@@ -181,8 +181,7 @@ class ColumnBatcher(Batcher[dict[str, Any], R], Generic[*Ts, R]):
                 "collate does not apply to a column batch function (it receives one list per parameter); "
                 "build the model input inside the function"
             )
-        name = options.get("name") or getattr(fn, "__qualname__", None) or type(fn).__name__
-        columns = Columns(fn, name)
+        columns = Columns(fn, getattr(fn, "__name__", None) or type(fn).__name__)  # named as Python names it
         row = (_AsyncRowFunction if is_async_callable(fn) else _RowFunction)(fn, columns)
         super().__init__(cast("Callable[[list[dict[str, Any]]], Sequence[R]]", row), **options)
         self._columns = columns

@@ -223,7 +223,7 @@ class RequestQueue:
         heap = self._heap
         window: list[tuple[float, int, Request]] = []
         deferred: list[tuple[float, int, Request]] = []
-        anchor: Hashable = None
+        group: Hashable = None  # the anchor's key
         seen = 0
         scan = _GROUP_SCAN_BATCHES * self.max_batch_size
         while heap and seen < _WINDOW_BATCHES * self.max_batch_size:
@@ -236,8 +236,8 @@ class RequestQueue:
                 continue
             if request.keys is not None:
                 if not window:
-                    anchor = request.keys[request.cursor]
-                elif not same_key(request.keys[request.cursor], anchor):
+                    group = request.keys[request.cursor]
+                elif not same_key(request.keys[request.cursor], group):
                     deferred.append(entry)
                     scan -= request.size - request.cursor
                     if scan < 0:
@@ -263,7 +263,7 @@ class RequestQueue:
             tokens = cast("list[int]", request.tokens)  # every request of a length-aware batcher is measured
             keys = request.keys
             index = request.cursor
-            end = request.size if keys is None else _run_end(keys, index, request.size, anchor)
+            end = request.size if keys is None else _run_end(keys, index, request.size, group)
             while index < end and len(picks) < self.max_batch_size:
                 grown = max(longest, tokens[index])
                 if budget is not None and grown * (len(picks) + 1) > budget:
@@ -278,7 +278,7 @@ class RequestQueue:
         count = len(picks)
         cost = self._token_cost
         if self._group_costs is not None and window[0][2].keys is not None:
-            cost = self._group_costs.token_cost(anchor) or cost
+            cost = self._group_costs.token_cost(group) or cost
         a, b = cost.fixed, cost.per_item
         if self.group_by_length and a is not None and b is not None and count > 1:
             # Keep the prefix that runs the most real tokens per second under the measured cost
