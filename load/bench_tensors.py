@@ -3,8 +3,9 @@
     .venv/bin/python load/bench_tensors.py [--quick] [--markdown] [--budget TOKENS] [--callers N]
 
 Closed-loop callers (threads) each tokenize a text per request and call the transformer's forward
-on its features, for a fixed time per mode (modes take turns in rounds). Request lengths are drawn uniformly from 5 to 250
-tokens ([CLS] and [SEP] included), the same sequence in every mode. The modes, in one run:
+on its features, for a fixed time per mode (modes take turns in rounds). Request lengths are drawn
+uniformly from 5 to 250 tokens ([CLS] and [SEP] included), the same sequence in every mode. The
+modes, in one run:
 
 * ``length-aware``: ``Batcher(forward, collate=PadCollate(...), max_batch_tokens=budget)``, the default
   ``group_by_length=True``: each batch groups items of similar length under the token budget.
@@ -163,9 +164,9 @@ def print_table(results: list[Result], args: argparse.Namespace, seconds: float)
     else:
         print(setup)
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
         for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/env.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-.venv/bin/python -m ruff check src
+.venv/bin/python -m ruff check src adapters examples load tests
 .venv/bin/python -m mypy
 .venv/bin/python -m pytest "$@"

@@ -18,10 +18,9 @@ from django.views import View
 
 import django_microbatch
 from django_microbatch import BatchedViewMixin
-from microbatch.prometheus import StatsSource
-
 from examples import _api
 from examples._embedder import embed_texts
+from microbatch.prometheus import StatsSource
 
 __all__ = ["AsyncEmbedView", "EmbedView", "bad_request", "healthz", "metrics", "not_found", "stats"]
 

@@ -141,7 +141,9 @@ class UnnamedView(BatchedViewMixin, View):
 class DetailEmbedView(AsyncEmbedView):
     """Answers batcher errors FastAPI-style, through the mixin's hook."""
 
-    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+    def get_error_response(
+        self, exc: Exception, response: ErrorResponse, default: HttpResponseBase
+    ) -> HttpResponseBase:
         return JsonResponse({"detail": response.error}, status=response.status, headers=response.headers)
 
 

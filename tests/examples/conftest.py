@@ -56,9 +56,10 @@ def _django_settings(mode: str) -> dict[str, Any]:
 def django_project() -> Callable[[str], AbstractContextManager[None]]:
     """``with django_project(mode):`` the example project's settings, with no batcher built before or left after."""
     import django
-    import django_microbatch
     from django.conf import settings
     from django.test import override_settings
+
+    import django_microbatch
 
     if not settings.configured:
         django.setup()  # from DJANGO_SETTINGS_MODULE: the example project

@@ -40,7 +40,7 @@ def main(url: str, name: str, tag: str) -> None:
         async def run() -> None:
             await asyncio.gather(*(one(j) for j in range(8)))
             items = [f"{tag}-l{k}-map-{i}" for i in range(5)]
-            for item, result in zip(items, await rb.amap(items)):
+            for item, result in zip(items, await rb.amap(items), strict=True):
                 check(item, result)
 
         asyncio.run(run())

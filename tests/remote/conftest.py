@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import redis
 
+from microbatch.remote import RemoteBatcher
 from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
 from tests.conftest import free_port
-
-from microbatch.remote import RemoteBatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
