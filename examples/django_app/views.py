@@ -26,7 +26,7 @@ __all__ = ["AsyncEmbedView", "EmbedView", "bad_request", "healthz", "metrics", "
 
 
 def _batched() -> bool:
-    return settings.EMBED_MODE == "batched"  # read per request, so override_settings applies
+    return bool(settings.EMBED_MODE == "batched")  # read per request, so override_settings applies
 
 
 def _batchers() -> dict[str, StatsSource]:
@@ -48,7 +48,7 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-class _EmbedBase(BatchedViewMixin, View):
+class _EmbedBase(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = _api.BATCHER_NAME
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 import asgi_microbatch
 from asgi_microbatch import BatchingMiddleware, get_batcher
-from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded
+from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded, SupportsBatching
 from microbatch.web import error_response
 
 WAIT = 10.0
@@ -110,7 +110,7 @@ def test_websocket_and_unknown_scopes_pass_through_untouched(make_batcher: Any) 
 
 def test_stacked_middlewares_share_all_their_batchers(make_batcher: Any) -> None:
     embed, rerank = make_batcher(), make_batcher(name="rerank")
-    found: list[Batcher[Any, Any]] = []
+    found: list[SupportsBatching[Any, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         found.extend([get_batcher(scope, "embed"), get_batcher(scope, "rerank")])

@@ -85,20 +85,20 @@ def serve(
     @contextmanager
     def serving(framework: str, mode: str = "batched") -> Iterator[str]:
         if framework == "starlette":
-            from examples.starlette_app import create_app
+            from examples import starlette_app
 
-            with uvicorn_server(create_app(mode)) as url:
+            with uvicorn_server(starlette_app.create_app(mode)) as url:
                 yield url
         elif framework == "flask":
-            from examples.flask_app import create_app, mb
+            from examples import flask_app
 
-            app = create_app(mode)
+            app = flask_app.create_app(mode)
             try:
                 with wsgi_server(app) as url:
                     yield url
             finally:
                 if mode == "batched":
-                    mb.close(app)
+                    flask_app.mb.close(app)
         elif framework in ("django-asgi", "django-wsgi"):
             with django_project(mode):
                 if framework == "django-asgi":
@@ -106,7 +106,7 @@ def serve(
 
                     server = uvicorn_server
                 else:
-                    from examples.django_app.wsgi import application  # type: ignore[assignment]
+                    from examples.django_app.wsgi import application
 
                     server = wsgi_server
                 with server(application) as url:

@@ -362,7 +362,7 @@ def test_a_failing_on_worker_start_is_logged_and_the_worker_serves_anyway(
 
 def test_on_worker_start_must_be_callable(make_gate: Any) -> None:
     with pytest.raises(TypeError, match="on_worker_start must be a function taking no arguments"):
-        Batcher(make_gate(open=True), on_worker_start="torch.set_num_threads")  # type: ignore[arg-type]
+        Batcher(make_gate(open=True), on_worker_start="torch.set_num_threads")  # type: ignore[call-overload]
 
 
 def test_methods_pass_on_worker_start_to_each_instances_batcher() -> None:

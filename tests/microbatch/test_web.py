@@ -70,7 +70,12 @@ def test_a_malformed_header_fails_only_a_batcher_call_and_that_failure_answers_4
     timeout = RequestTimeout.read("soon")
     assert timeout.problem is not None and "'soon'" in timeout.problem
     calls: list[list[int]] = []
-    with Batcher(lambda xs: calls.append(xs) or xs, name="web") as batcher, timeout.deadline():
+
+    def record(xs: list[int]) -> list[int]:
+        calls.append(xs)
+        return xs
+
+    with Batcher(record, name="web") as batcher, timeout.deadline():
         with pytest.raises(DeadlineExceeded) as failure:
             batcher(1)
         stats = batcher.stats

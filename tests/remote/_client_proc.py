@@ -24,7 +24,10 @@ def main(url: str, name: str, tag: str) -> None:
     wrong: list[Any] = []
 
     def check(item: str, result: list[Any]) -> None:
-        (good if result[0] == item else wrong).append(1 if result[0] == item else [item, result])
+        if result[0] == item:
+            good.append(1)
+        else:
+            wrong.append([item, result])
 
     def thread_caller(k: int) -> None:
         for i in range(CALLS):

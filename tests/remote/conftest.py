@@ -62,6 +62,10 @@ class RedisServer:
         return f"<RedisServer {self.url} pid={self.process.pid if self.process else None}>"
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _pings(client: redis.Redis) -> bool:
     try:
         return bool(client.ping())
@@ -140,7 +144,7 @@ def start_host(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[.
         host = HostProcess(process, name, redis_server.url, log)
         hosts.append(host)
         if ready:
-            wait_until(lambda: any(k.decode().split(":")[1] == str(process.pid)
+            wait_until(lambda: any(_text(k).split(":")[1] == str(process.pid)
                                    for k in client.hkeys(f"microbatch:{name}:hosts")) or process.poll() is not None,
                        "the host reports itself in Redis")
             assert process.poll() is None, f"the host exited: {host.output()}"

@@ -51,7 +51,7 @@ NUMPY = Backend(
     lambda xs: np.stack(xs, axis=-1),
     lambda a, b: bool(np.array_equal(a, b)),
 )
-DTYPES = {
+DTYPES: dict[str, dict[str, list[Any]]] = {
     "torch": {
         "ids": [torch.int32, torch.int64],
         "mask": [torch.bool, torch.int64],
@@ -284,11 +284,13 @@ def test_minilm_on_tokenized_requests_matches_each_request_alone(
     shapes: list[tuple[int, int]] = []
 
     def forward(features: dict[str, torch.Tensor]) -> torch.Tensor:
-        shapes.append(tuple(features["input_ids"].shape))
+        rows, padded = features["input_ids"].shape
+        shapes.append((rows, padded))
         if len(shapes) == 1:
             collate.all_submitted.wait(WAIT)  # hold the first batch so that the others queue together
         with torch.inference_mode():
-            return transformer(**features).last_hidden_state
+            hidden: torch.Tensor = transformer(**features).last_hidden_state
+            return hidden
 
     def request(tokens: int) -> dict[str, list[int]]:
         features = minilm.features(minilm.text_of(tokens))
