@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: installs what it needs into .venv, then runs pytest and a strict type check.
+# The test command: installs what it needs into .venv, then runs the gates: ruff, mypy --strict, pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/env.sh

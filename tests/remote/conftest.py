@@ -136,11 +136,12 @@ def start_host(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[.
 
     def start(fn: str, *flags: str, name: str = "t", ready: bool = True) -> HostProcess:
         log = tmp_path / f"host-{fn}-{len(hosts)}.log"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "microbatch", "serve", f"tests.remote._targets:{fn}", "--url", redis_server.url,
-             "--name", name, "--claim-idle", "1", "--report-interval", "0.05", *flags],
-            env=host_env(redis_server.url), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )
+        with log.open("wb") as out:  # the host writes to its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "microbatch", "serve", f"tests.remote._targets:{fn}", "--url", redis_server.url,
+                 "--name", name, "--claim-idle", "1", "--report-interval", "0.05", *flags],
+                env=host_env(redis_server.url), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )
         host = HostProcess(process, name, redis_server.url, log)
         hosts.append(host)
         if ready:
