@@ -206,14 +206,15 @@ class ColumnBatcher(Batcher[dict[str, Any], R], Generic[*Ts, R]):
         """Run one call in a batch from any event loop."""
         return await super().acall(self._columns.bind(args, kwargs), timeout=timeout)
 
-    def map(  # type: ignore[override]
-        self, rows: Iterable[tuple[*Ts]], *, timeout: float | None = None
+    def map(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None
     ) -> list[R]:
-        """Run many calls (argument tuples) as one request, admitted whole or not at all; outputs in order."""
+        """Run many calls (argument tuples, or dicts by parameter name) as one request, admitted whole or not
+        at all; outputs in order."""
         return super().map(self._columns.bind_rows(rows), timeout=timeout)
 
-    async def amap(  # type: ignore[override]
-        self, rows: Iterable[tuple[*Ts]], *, timeout: float | None = None
+    async def amap(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None
     ) -> list[R]:
         """Async :meth:`map`."""
         return await super().amap(self._columns.bind_rows(rows), timeout=timeout)

@@ -15,12 +15,13 @@ from examples.seeded_generation import generate, generate_numpy, generate_shared
 from microbatch import ColumnBatcher
 
 Call = tuple[str, int, int]  # (prompt, seed, steps)
+Generator = ColumnBatcher[str, int, int, list[float]]
 
 prompts = st.sampled_from(["a red fox", "a blue bird", "a lighthouse"])
 calls = st.lists(st.tuples(prompts, st.integers(0, 2**31), st.sampled_from([2, 5])), min_size=2, max_size=8)
 
 
-def alone(b: ColumnBatcher[Any, Any], call: Call) -> Any:
+def alone(b: Generator, call: Call) -> Any:
     """The call's output in a batch of its own (checked: it ran as one batch)."""
     before = b.stats.batches
     out = b(*call)
@@ -32,7 +33,7 @@ def alone(b: ColumnBatcher[Any, Any], call: Call) -> Any:
 @settings(max_examples=15, deadline=None)
 @given(calls=calls, seed=st.integers())
 def test_each_call_gets_its_own_output_alone_or_in_any_company_and_order(
-    b: ColumnBatcher[Any, Any], calls: list[Call], seed: int
+    b: Generator, calls: list[Call], seed: int
 ) -> None:
     expected = [alone(b, call) for call in calls]
     before = b.stats.batches

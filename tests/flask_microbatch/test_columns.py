@@ -39,7 +39,7 @@ def test_a_grouped_column_function_serves_concurrent_flask_requests(wsgi_server:
     @app.post("/translate")
     def view() -> ResponseReturnValue:
         body = request.get_json()
-        return jsonify(text=batcher(body["text"], languages=body["language"]))
+        return jsonify(text=batcher(texts=body["text"], languages=body["language"]))
 
     bodies = [{"text": f"t{i}", "language": ("de", "fr")[i % 2]} for i in range(6)]
     try:

@@ -23,7 +23,8 @@ from microbatch import (
 
 from .conftest import Call, FakeClock, Gate, LoopThread
 
-Trim = tuple[ColumnBatcher[Any, Any], Gate]  # the trim fixture: a column batcher and the gate holding its function
+AnyColumns = ColumnBatcher[*tuple[Any, ...], Any]  # a column batcher of any parameters
+Trim = tuple[AnyColumns, Gate]  # the trim fixture: a column batcher and the gate holding its function
 
 
 def trimmed(rows: list[tuple[str, int]]) -> list[str]:
@@ -37,12 +38,12 @@ def trimmed(rows: list[tuple[str, int]]) -> list[str]:
 
 
 @pytest.fixture
-def make_columns() -> Iterator[Callable[..., ColumnBatcher[Any, Any]]]:
+def make_columns() -> Iterator[Callable[..., AnyColumns]]:
     """``make_columns(fn, **options)``: a ColumnBatcher closed without draining at teardown."""
-    made: list[ColumnBatcher[Any, Any]] = []
+    made: list[AnyColumns] = []
 
-    def make(fn: Callable[..., Any], **options: Any) -> ColumnBatcher[Any, Any]:
-        b: ColumnBatcher[Any, Any] = ColumnBatcher(fn, **options)
+    def make(fn: Callable[..., Any], **options: Any) -> AnyColumns:
+        b: AnyColumns = ColumnBatcher(fn, **options)
         made.append(b)
         return b
 
@@ -55,13 +56,13 @@ def make_columns() -> Iterator[Callable[..., ColumnBatcher[Any, Any]]]:
 
 
 @pytest.fixture
-def trim(make_gate: Callable[..., Gate], make_columns: Callable[..., ColumnBatcher[Any, Any]], is_async: bool) -> Trim:
+def held_trim(make_gate: Callable[..., Gate], make_columns: Callable[..., AnyColumns], is_async: bool) -> Trim:
     """``(trim, gate)``: ``trim(words, lengths)`` held in a gate that records each batch as its rows."""
     gate = make_gate(process=trimmed, is_async=is_async)
     if is_async:
 
         async def run_async(words: list[str], lengths: list[int]) -> list[str]:
-            return await gate(list(zip(words, lengths, strict=True)))  # type: ignore[no-any-return, misc]
+            return await gate(list(zip(words, lengths, strict=True)))  # type: ignore[no-any-return]
 
         fn: Callable[..., Any] = run_async
     else:
@@ -73,16 +74,16 @@ def trim(make_gate: Callable[..., Gate], make_columns: Callable[..., ColumnBatch
     return make_columns(fn, max_batch_size=8, name="trim"), gate
 
 
-def hold_worker(b: ColumnBatcher[Any, Any], gate: Gate) -> Call:
+def hold_worker(b: AnyColumns, gate: Gate) -> Call:
     blocker = Call(b, "blocker", 1)
     gate.wait_blocked()
     return blocker
 
 
 def test_calls_by_position_by_name_awaited_and_mapped_share_one_batch_and_each_get_their_own_output(
-    trim: Trim, queued: Callable[..., None], loop_thread: LoopThread
+    held_trim: Trim, queued: Callable[..., None], loop_thread: LoopThread
 ) -> None:
-    trim, gate = trim
+    trim, gate = held_trim
     blocker = hold_worker(trim, gate)
     by_position = Call(trim, "hello", 3)
     queued(trim, 1)
@@ -100,7 +101,7 @@ def test_calls_by_position_by_name_awaited_and_mapped_share_one_batch_and_each_g
 
 
 def test_a_call_with_wrong_arguments_raises_the_callers_type_error_and_queues_nothing(
-    make_columns: Callable[..., ColumnBatcher[Any, Any]],
+    make_columns: Callable[..., AnyColumns],
 ) -> None:
     def trim(words: list[str], lengths: list[int]) -> list[str]:
         raise AssertionError("never called")
@@ -118,15 +119,15 @@ def test_a_call_with_wrong_arguments_raises_the_callers_type_error_and_queues_no
     with pytest.raises(TypeError, match=r"trim.map\(\): row 1: trim\(\): missing a required argument"):
         b.map([("a", 1), ("b",)])
     with pytest.raises(TypeError, match=r"row 0 is a str; pass each call's arguments as a tuple"):
-        b.map(["ab"])
+        b.map(["ab"])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"takes an iterable of argument tuples, got a str"):
-        b.map("ab")
+        b.map("ab")  # type: ignore[arg-type]
     assert (b.stats.submitted, b.stats.rejected, b.stats.batches) == (0, 0, 0)
     assert "idle" in repr(b)  # the worker never even started
 
 
 def test_defaults_and_keyword_only_parameters_reach_the_function_as_lists(
-    make_columns: Callable[..., ColumnBatcher[Any, Any]],
+    make_columns: Callable[..., AnyColumns],
 ) -> None:
     seen: list[tuple[list[str], list[str], list[bool]]] = []
 
@@ -135,13 +136,13 @@ def test_defaults_and_keyword_only_parameters_reach_the_function_as_lists(
         return [f"{code}:{t.upper() if up else t}" for t, code, up in zip(texts, lang, upper, strict=True)]
 
     b = make_columns(translate)
-    assert b("hi", lang="de") == "de:hi"
+    assert b(texts="hi", lang="de") == "de:hi"
     assert b.map([{"texts": "yo", "lang": "fr", "upper": True}]) == ["fr:YO"]
     assert seen == [(["hi"], ["de"], [False]), (["yo"], ["fr"], [True])]
 
 
 def test_a_tuple_return_is_several_outputs_and_each_caller_gets_its_tuple(
-    make_columns: Callable[..., ColumnBatcher[Any, Any]], loop_thread: LoopThread
+    make_columns: Callable[..., AnyColumns], loop_thread: LoopThread
 ) -> None:
     async def measure(words: list[str], lengths: list[int]) -> tuple[list[str], list[int]]:
         return [w[:n] for w, n in zip(words, lengths, strict=True)], [len(w) for w in words]
@@ -153,7 +154,7 @@ def test_a_tuple_return_is_several_outputs_and_each_caller_gets_its_tuple(
 
 
 def test_a_tuple_of_wrong_length_outputs_fails_the_whole_batch_with_batch_size_mismatch_once(
-    make_columns: Callable[..., ColumnBatcher[Any, Any]],
+    make_columns: Callable[..., AnyColumns],
 ) -> None:
     calls: list[int] = []
 
@@ -168,7 +169,7 @@ def test_a_tuple_of_wrong_length_outputs_fails_the_whole_batch_with_batch_size_m
 
 
 def test_a_tuple_of_per_item_strings_is_refused_with_the_fix(
-    make_columns: Callable[..., ColumnBatcher[Any, Any]],
+    make_columns: Callable[..., AnyColumns],
 ) -> None:
     def as_tuple(words: list[str], lengths: list[int]) -> tuple[str, ...]:
         return tuple(w[:n] for w, n in zip(words, lengths, strict=True))
@@ -178,8 +179,8 @@ def test_a_tuple_of_per_item_strings_is_refused_with_the_fix(
         b("ab", 2)
 
 
-def test_a_bad_argument_fails_only_its_caller(trim: Trim, queued: Callable[..., None]) -> None:
-    trim, gate = trim
+def test_a_bad_argument_fails_only_its_caller(held_trim: Trim, queued: Callable[..., None]) -> None:
+    trim, gate = held_trim
     blocker = hold_worker(trim, gate)
     calls = [Call(trim, "hello", 3), Call(trim, "bad", -1), Call(trim, "world", 2)]
     queued(trim, 3)
@@ -190,9 +191,9 @@ def test_a_bad_argument_fails_only_its_caller(trim: Trim, queued: Callable[..., 
 
 
 def test_a_call_past_its_deadline_expires_and_never_reaches_the_function(
-    trim: Trim, queued: Callable[..., None], fake_clock: FakeClock
+    held_trim: Trim, queued: Callable[..., None], fake_clock: FakeClock
 ) -> None:
-    trim, gate = trim
+    trim, gate = held_trim
     blocker = hold_worker(trim, gate)
     late = Call(trim, "late", 2, timeout=60.0)
     on_time = Call(trim, words="soon", lengths=2)
@@ -204,8 +205,8 @@ def test_a_call_past_its_deadline_expires_and_never_reaches_the_function(
     assert ("late", 2) not in gate.items
 
 
-def test_a_small_call_goes_ahead_of_a_large_map(trim: Trim, queued: Callable[..., None]) -> None:
-    trim, gate = trim
+def test_a_small_call_goes_ahead_of_a_large_map(held_trim: Trim, queued: Callable[..., None]) -> None:
+    trim, gate = held_trim
     blocker = hold_worker(trim, gate)
     large = Call(trim.map, [(f"w{i}", 1) for i in range(10)])
     queued(trim, 10)
@@ -217,7 +218,7 @@ def test_a_small_call_goes_ahead_of_a_large_map(trim: Trim, queued: Callable[...
 
 
 def test_a_token_budget_uses_the_size_of_each_calls_arguments(
-    make_gate: Callable[..., Gate], make_columns: Callable[..., ColumnBatcher[Any, Any]], queued: Callable[..., None]
+    make_gate: Callable[..., Gate], make_columns: Callable[..., AnyColumns], queued: Callable[..., None]
 ) -> None:
     gate = make_gate(process=trimmed)
 
@@ -278,7 +279,8 @@ def test_a_column_batcher_is_a_batcher_whose_items_are_the_calls_arguments_by_na
     def trim(words: list[str], lengths: list[int]) -> list[str]:
         return [w[:n] for w, n in zip(words, lengths, strict=True)]
 
-    with ColumnBatcher(trim, name="cols") as b:
+    cols: ColumnBatcher[str, int, str] = ColumnBatcher(trim, name="cols")
+    with cols as b:
         assert isinstance(b, Batcher) and b.name == "cols"
         assert repr(b).startswith("<ColumnBatcher 'cols' ")
         assert asyncio.run(b.acall(words="hello", lengths=4)) == "hell"

@@ -85,7 +85,7 @@ def expected(request: Request, budget: int | None) -> Any:
     return BadLength if BadLength in outcomes else outcomes
 
 
-def submit(b: ColumnBatcher[Any, Any], request: Request, loop: LoopThread) -> Any:
+def submit(b: ColumnBatcher[str, int, str, tuple[str, int]], request: Request, loop: LoopThread) -> Any:
     word, length, language = request.rows[0]
     if request.kind == "call":
         return Call(b, word, length, language)
