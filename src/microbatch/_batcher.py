@@ -15,13 +15,15 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._breaker import Breaker
 from ._collate import Collate
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
+from ._isolate import BatchErrors, Verdict
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
-from ._policy import CostModel, WaitPolicy
+from ._policy import CostModel, DispatchReason, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
@@ -48,7 +50,7 @@ class Batcher(PerInstance, Generic[T, U]):
 
     __slots__ = (
         *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        "_closing", "_exit_waiters", "_stopped", "_breaker", "__weakref__",
     )
 
     @overload
@@ -80,6 +82,9 @@ class Batcher(PerInstance, Generic[T, U]):
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
         self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.batch_errors: BatchErrors = values["batch_errors"]
+        self.breaker_threshold: int | None = values["breaker_threshold"]
+        self.breaker_open_ms: float = values["breaker_open_ms"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = (
@@ -89,6 +94,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
 
@@ -132,7 +138,7 @@ class Batcher(PerInstance, Generic[T, U]):
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
         self._worker.refuse_own_thread("map", "amap", self.name)
-        batch_items = list(items)
+        batch_items = _items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
@@ -142,7 +148,7 @@ class Batcher(PerInstance, Generic[T, U]):
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
         self._worker.refuse_own_thread("amap", None, self.name)
-        batch_items = list(items)
+        batch_items = _items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -190,7 +196,11 @@ class Batcher(PerInstance, Generic[T, U]):
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
+            breaker = self._breaker
+            return self._stats.snapshot(
+                self.name, self._queue.depth, self._running, self._policy.cost,
+                (breaker.state(_clock.now()), breaker.opened),
+            )
 
     def __enter__(self) -> Batcher[T, U]:
         return self
@@ -242,13 +252,21 @@ class Batcher(PerInstance, Generic[T, U]):
                 "split it into smaller maps or raise max_queue_size"
             )
         size_of = self._size_of
-        tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        try:
+            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        except Exception:
+            self._count_rejected(n)  # ItemTooLarge, or a size function that failed: refused like any other
+            raise
         request = Request(items, single, deadline, now, waiter, tokens)
         with self._lock:
             queue, policy, worker = self._queue, self._policy, self._worker
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+            refusal = self._breaker.refusal(now, self.name, n, queue.depth + self._running, self.max_batch_size)
+            if refusal is not None:
+                self._stats.rejected += n
+                raise refusal
             if queue.depth + n > self.max_queue_size:
                 self._stats.rejected += n
                 retry_after = policy.retry_after(queue.depth + n - self.max_queue_size)
@@ -297,8 +315,8 @@ class Batcher(PerInstance, Generic[T, U]):
         if request.done:
             return False
         request.done = True
+        self._stats.resolved(outcome, request.size, request.cursor)
         self._queue.discard(request)
-        self._stats.resolved(outcome, request.size)
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -342,10 +360,9 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            if not self._closing and queue.depth < self.max_batch_size:
-                delay = policy.company_delay(now, queue.oldest_arrival)
-                if delay > 0:
-                    return None, delay
+            reason, delay = self._why_now_locked(now)
+            if reason is None:
+                return None, delay
             policy.dispatched()
             batch, expired, real, padded = queue.take(now)
             for request in expired:
@@ -357,10 +374,24 @@ class Batcher(PerInstance, Generic[T, U]):
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
                 self._running = running
+                stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
                 return batch, None
             # Everything at the top had expired or been resolved: plan again.
+
+    def _why_now_locked(self, now: float) -> tuple[DispatchReason | None, float]:
+        """Why the queued items go now; or None and how long the wait policy says to wait for company."""
+        queue = self._queue
+        if queue.depth >= self.max_batch_size:
+            return "full", 0.0
+        if queue.budget_full():
+            return "token_budget", 0.0
+        if self._closing:
+            return "drain", 0.0
+        policy = self._policy
+        delay = policy.company_delay(now, queue.oldest_arrival)
+        return (policy.reason, 0.0) if delay <= 0 else (None, delay)
 
     def _live(self, part: list[Slice]) -> list[Slice]:
         now = _clock.now()
@@ -402,9 +433,15 @@ class Batcher(PerInstance, Generic[T, U]):
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, verdict: Verdict, retries: int) -> None:
         with self._lock:
             self._running = 0
+            self._stats.retries += retries
+            now = _clock.now()
+            if self._breaker.ended(now, verdict):
+                error = self._breaker.open_error(now, self.name)
+                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+                self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:
@@ -418,6 +455,16 @@ Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
     f"\n    * ``{name}`` (default ``{option.default!r}``): {option.doc}." for name, option in OPTIONS.items()
 )
 Batcher.__init__.__signature__ = signature("self", "fn")  # type: ignore[attr-defined]
+
+
+def _items(items: Iterable[T], method: str) -> list[T]:
+    if isinstance(items, (str, bytes, bytearray)):
+        kind = type(items).__name__
+        raise TypeError(
+            f"{method}() takes an iterable of items, and a {kind} would be split into one item per character: "
+            f"pass [{kind}] to run it as one item, or {method}(list_of_{kind}s) for many"
+        )
+    return list(items)
 
 
 def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
