@@ -23,8 +23,8 @@ from ._execute import clone
 from ._isolate import BatchErrors, Verdict
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
-from ._policy import CostModel, DispatchReason, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
+from ._policy import CostModel, WaitPolicy
+from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
 from ._worker import Worker, track_for_fork
@@ -138,7 +138,7 @@ class Batcher(PerInstance, Generic[T, U]):
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
         self._worker.refuse_own_thread("map", "amap", self.name)
-        batch_items = _items(items, "map")
+        batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
@@ -148,7 +148,7 @@ class Batcher(PerInstance, Generic[T, U]):
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
         self._worker.refuse_own_thread("amap", None, self.name)
-        batch_items = _items(items, "amap")
+        batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -196,11 +196,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            breaker = self._breaker
-            return self._stats.snapshot(
-                self.name, self._queue.depth, self._running, self._policy.cost,
-                (breaker.state(_clock.now()), breaker.opened),
-            )
+            breaker = self._breaker.report(_clock.now())
+            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
 
     def __enter__(self) -> Batcher[T, U]:
         return self
@@ -360,7 +357,9 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            reason, delay = self._why_now_locked(now)
+            reason, delay = policy.why_now(
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival
+            )
             if reason is None:
                 return None, delay
             policy.dispatched()
@@ -379,19 +378,6 @@ class Batcher(PerInstance, Generic[T, U]):
                 stats.padded_tokens += padded
                 return batch, None
             # Everything at the top had expired or been resolved: plan again.
-
-    def _why_now_locked(self, now: float) -> tuple[DispatchReason | None, float]:
-        """Why the queued items go now; or None and how long the wait policy says to wait for company."""
-        queue = self._queue
-        if queue.depth >= self.max_batch_size:
-            return "full", 0.0
-        if queue.budget_full():
-            return "token_budget", 0.0
-        if self._closing:
-            return "drain", 0.0
-        policy = self._policy
-        delay = policy.company_delay(now, queue.oldest_arrival)
-        return (policy.reason, 0.0) if delay <= 0 else (None, delay)
 
     def _live(self, part: list[Slice]) -> list[Slice]:
         now = _clock.now()
@@ -455,16 +441,6 @@ Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
     f"\n    * ``{name}`` (default ``{option.default!r}``): {option.doc}." for name, option in OPTIONS.items()
 )
 Batcher.__init__.__signature__ = signature("self", "fn")  # type: ignore[attr-defined]
-
-
-def _items(items: Iterable[T], method: str) -> list[T]:
-    if isinstance(items, (str, bytes, bytearray)):
-        kind = type(items).__name__
-        raise TypeError(
-            f"{method}() takes an iterable of items, and a {kind} would be split into one item per character: "
-            f"pass [{kind}] to run it as one item, or {method}(list_of_{kind}s) for many"
-        )
-    return list(items)
 
 
 def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:

@@ -52,6 +52,10 @@ class Breaker:
             self._state = "half_open"
         return self._state
 
+    def report(self, now: float) -> tuple[BreakerState, int]:
+        """The state and the times opened, for the batcher's stats."""
+        return self.state(now), self.opened
+
     def refusal(self, now: float, name: str, n: int, in_flight: int, batch: int) -> CircuitOpen | None:
         """The error refusing a call of ``n`` items now, or None to admit it.
 

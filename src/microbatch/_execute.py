@@ -86,7 +86,7 @@ def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generato
         outcomes._batch_done(plan.verdict, max(0, plan.calls - 1))
 
 
-_PER_ITEM_HINT = "; it looks like a function of one item: it must take a list of items and return a list of outputs"
+_PER_ITEM_HINT = ". It looks like a function of one item: it must take a list of items and return a list of outputs"
 
 
 def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
@@ -99,14 +99,14 @@ def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
         )
     problem = _unusable(output)
     if problem is not None:
-        return _bad_output(name, n, problem)
+        return _bad_output(name, n, output, problem)
     try:
         if not hasattr(output, "__len__") or not hasattr(output, "__getitem__"):
             output = list(output)  # an iterator or generator: its order is the input order
         try:
             got = len(output)
         except TypeError:  # a 0-d array or tensor: a scalar in disguise
-            return _bad_output(name, n, f"a {type(output).__name__} without a length (a scalar){_PER_ITEM_HINT}")
+            return _bad_output(name, n, output, f" (a scalar, without a length){_PER_ITEM_HINT}")
         if got != n:
             return BatchSizeMismatch(n, got)
         return [output[i] for i in range(got)]
@@ -116,25 +116,26 @@ def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
 
 
 def _unusable(output: Any) -> str | None:
-    """What is wrong with an output that can never be one output per input, or None."""
-    kind = type(output).__name__
+    """Why an output can never be one output per input (the end of the error message), or None."""
     if output is None:
-        return "None (does it lack a return statement?)"
+        return ". Does it lack a return statement?"
     if isinstance(output, (str, bytes, bytearray)):
-        return f"a {kind}, not a sequence of outputs{_PER_ITEM_HINT}"
+        return _PER_ITEM_HINT
     if isinstance(output, Mapping):
-        return f"a {kind}, which is keyed, not ordered by position: return a list of its values in input order"
+        return " (keyed, not ordered by position): return a list of its values in input order"
     if isinstance(output, AbstractSet):
-        return f"a {kind}, which has no order: return a list"
-    if not hasattr(output, "__iter__") and not hasattr(output, "__getitem__"):
-        return f"a {kind}, which is not a sequence{_PER_ITEM_HINT}"
+        return " (it has no order): return a list"
+    if not hasattr(output, "__iter__") and not hasattr(output, "__len__"):
+        return _PER_ITEM_HINT  # a number, or a numpy scalar (which has __getitem__ but no items)
     return None
 
 
-def _bad_output(name: str, n: int, problem: str) -> BadBatchOutput:
+def _bad_output(name: str, n: int, output: Any, problem: str) -> BadBatchOutput:
+    kind = "None" if output is None else type(output).__name__
     return BadBatchOutput(
-        f"the batch function of {name!r} returned {problem} for a batch of {n} input{'s' if n != 1 else ''}; "
-        "it must return one output per input, in input order, as an indexable sequence (a list, tuple or array)"
+        f"the batch function of {name!r} must return one output per input, in input order, as an indexable "
+        f"sequence (a list, tuple or array); for a batch of {n} input{'s' if n != 1 else ''} it returned "
+        f"{kind}{problem}"
     )
 
 

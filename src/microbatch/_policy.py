@@ -151,6 +151,22 @@ class WaitPolicy:
         """The queue is being served (or is empty): the next wait for company starts afresh."""
         self._wait_started = None
 
+    def why_now(
+        self, now: float, depth: int, budget_full: bool, closing: bool, oldest_arrival: Callable[[float], float]
+    ) -> tuple[DispatchReason | None, float]:
+        """Why ``depth`` queued items go now; or None and how many seconds to wait for company first.
+
+        ``budget_full``: they hold a whole token budget; ``closing``: the batcher is draining.
+        """
+        if depth >= self.max_batch_size:
+            return "full", 0.0
+        if budget_full:
+            return "token_budget", 0.0
+        if closing:
+            return "drain", 0.0
+        delay = self.company_delay(now, oldest_arrival)
+        return (self.reason, 0.0) if delay <= 0 else (None, delay)
+
     def company_delay(self, now: float, oldest_arrival: Callable[[float], float]) -> float:
         """Seconds worth waiting for more items before dispatching what is queued (0: go now, for ``reason``)."""
         if self.max_wait_ms is not None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from ._errors import ItemTooLarge
 from ._policy import CostModel
 from ._waiters import Waiter
 
-__all__ = ["SMALL_RIDE", "Request", "RequestQueue", "Slice", "Taken", "measure", "padded_tokens"]
+__all__ = ["SMALL_RIDE", "Request", "RequestQueue", "Slice", "Taken", "as_items", "measure", "padded_tokens"]
 
 SMALL_RIDE = 0.75  # the share of max_batch_size a batch carrying small requests fills with large ones
 _WINDOW_BATCHES = 4  # length-aware forming looks this many batches' worth of items down the heap
@@ -59,6 +59,17 @@ class Request:
 Slice = tuple[Request, int, int]
 # What forming returns: the batch, the requests found past their deadline, real and padded tokens.
 Taken = tuple[list[Slice], list[Request], int, int]
+
+
+def as_items(items: Iterable[Any], method: str) -> list[Any]:
+    """The items of a map, refusing a string (which would otherwise be split into one item per character)."""
+    if isinstance(items, (str, bytes, bytearray)):
+        word = "text" if isinstance(items, str) else "blob"
+        raise TypeError(
+            f"{method}() takes an iterable of items and would split this {type(items).__name__} into one item per "
+            f"character: pass [{word}] to run it as one item, or {method}(list_of_{word}s) for many"
+        )
+    return list(items)
 
 
 def measure(size_of: Callable[[Any], int], items: list[Any], budget: int | None, name: str) -> list[int]:
