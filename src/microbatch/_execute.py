@@ -97,7 +97,7 @@ def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
             f"the batch function of {name!r} returned a coroutine: pass the async function itself "
             "(an `async def`), not a sync wrapper around it"
         )
-    problem = _unusable(output)
+    problem = None if type(output) is list or type(output) is tuple else _unusable(output)
     if problem is not None:
         return _bad_output(name, n, output, problem)
     try:
