@@ -15,15 +15,17 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._breaker import Breaker
 from ._collate import Collate
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
 from ._groups import GroupCosts, group_keys
+from ._isolate import BatchErrors, Verdict
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
+from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
 from ._worker import Worker, track_for_fork
@@ -49,7 +51,7 @@ class Batcher(PerInstance, Generic[T, U]):
 
     __slots__ = (
         *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs", "_stats", "_worker",
-        "_running", "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        "_running", "_closing", "_exit_waiters", "_stopped", "_breaker", "__weakref__",
     )
 
     @overload
@@ -81,6 +83,9 @@ class Batcher(PerInstance, Generic[T, U]):
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
         self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.batch_errors: BatchErrors = values["batch_errors"]
+        self.breaker_threshold: int | None = values["breaker_threshold"]
+        self.breaker_open_ms: float = values["breaker_open_ms"]
         self.group_by: Callable[[Any], Hashable] | None = values["group_by"]
         self.size_of: Callable[[Any], int] | None = values["size_of"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -93,6 +98,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
         self._group_costs = None if self.group_by is None else GroupCosts()
+        self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
 
@@ -136,7 +142,7 @@ class Batcher(PerInstance, Generic[T, U]):
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
         self._worker.refuse_own_thread("map", "amap", self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
@@ -146,7 +152,7 @@ class Batcher(PerInstance, Generic[T, U]):
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
         self._worker.refuse_own_thread("amap", None, self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -194,7 +200,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
+            breaker = self._breaker.report(_clock.now())
+            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
 
     def __enter__(self) -> Batcher[T, U]:
         return self
@@ -246,14 +253,22 @@ class Batcher(PerInstance, Generic[T, U]):
                 "split it into smaller maps or raise max_queue_size"
             )
         size_of = self._size_of
-        tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
-        keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
+        try:
+            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+            keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
+        except Exception:
+            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
+            raise
         request = Request(items, single, deadline, now, waiter, tokens, keys)
         with self._lock:
             queue, policy, worker = self._queue, self._policy, self._worker
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+            refusal = self._breaker.refusal(now, self.name, n, queue.depth + self._running, self.max_batch_size)
+            if refusal is not None:
+                self._stats.rejected += n
+                raise refusal
             if queue.depth + n > self.max_queue_size:
                 self._stats.rejected += n
                 retry_after = policy.retry_after(queue.depth + n - self.max_queue_size)
@@ -302,8 +317,8 @@ class Batcher(PerInstance, Generic[T, U]):
         if request.done:
             return False
         request.done = True
+        self._stats.resolved(outcome, request.size, request.cursor)
         self._queue.discard(request)
-        self._stats.resolved(outcome, request.size)
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -347,13 +362,13 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            if not self._closing and queue.depth < self.max_batch_size:
-                groups = self._group_costs
-                delay = policy.company_delay(
-                    now, queue.oldest_arrival, None if groups is None else groups.batch_cost(queue.next_key())
-                )
-                if delay > 0:
-                    return None, delay
+            groups = self._group_costs  # the wait for company reads the cost of the group that will run
+            reason, delay = policy.why_now(
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival,
+                None if groups is None else groups.batch_cost(queue.next_key()),
+            )
+            if reason is None:
+                return None, delay
             policy.dispatched()
             batch, expired, real, padded = queue.take(now)
             for request in expired:
@@ -365,6 +380,7 @@ class Batcher(PerInstance, Generic[T, U]):
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
                 self._running = running
+                stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
                 return batch, None
@@ -415,9 +431,15 @@ class Batcher(PerInstance, Generic[T, U]):
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, verdict: Verdict, retries: int) -> None:
         with self._lock:
             self._running = 0
+            self._stats.retries += retries
+            now = _clock.now()
+            if self._breaker.ended(now, verdict):
+                error = self._breaker.open_error(now, self.name)
+                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+                self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:

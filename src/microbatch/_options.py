@@ -39,6 +39,9 @@ class PlainOptions(TypedDict, total=False):
     group_by_length: bool
     timeout: float | None
     on_worker_start: Callable[[], object] | None
+    batch_errors: type[BaseException] | tuple[type[BaseException], ...]
+    breaker_threshold: int | None
+    breaker_open_ms: float
     group_by: Callable[[Any], Hashable] | None
     size_of: Callable[[Any], int] | None
 
@@ -114,6 +117,19 @@ def _hook(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
 
 
+def _exception_types(name: str, value: Any) -> None:
+    classes = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(
+            f"{name} must be an exception class or a tuple of them, like (TimeoutError, ConnectionError), got {value!r}"
+        )
+
+
+def _positive_milliseconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of milliseconds > 0, got {value!r}")
+
+
 def _key_function(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(
@@ -163,6 +179,15 @@ OPTIONS: Mapping[str, Option] = {
                "called with no arguments on the worker thread before its first batch (per-thread runtime "
                "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
                app_wide=False),
+        Option("batch_errors", (), _exception_types,
+               "exception types that mean the whole batch failed (a model or backend fault): never bisected, "
+               "they fail every call of the batch and count towards the circuit breaker"),
+        Option("breaker_threshold", 5, _integer(1, optional=True),
+               "batch-wide failures in a row that open the circuit breaker (calls then raise CircuitOpen); "
+               "None turns the breaker off"),
+        Option("breaker_open_ms", 1000.0, _positive_milliseconds,
+               "how long the breaker first stays open before a probe batch; each failed probe doubles it, "
+               "up to 32 times this"),
         Option("group_by", None, _key_function,
                "a function of an item returning its group key (hashable): a batch only holds items with equal "
                "keys (settings that must be the same for the whole batch); called on the caller's thread",
