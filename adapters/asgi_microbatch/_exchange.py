@@ -83,8 +83,19 @@ class Exchange:
             await self.answer(exc, response, error_handler)
         finally:
             if self.listener is not None:  # no task of the request outlives it
-                self.listener.cancel()
-                await asyncio.wait([self.listener])
+                await self.stop_listening(self.listener)
+
+    async def stop_listening(self, listener: asyncio.Task[Message]) -> None:
+        """Cancel the watch and wait for it to end: awaited directly, which costs far less than ``asyncio.wait``."""
+        if listener.done():
+            return
+        listener.cancel()
+        cancelling = self.task.cancelling()
+        try:
+            await listener
+        except asyncio.CancelledError:
+            if self.task.cancelling() > cancelling:
+                raise  # this task was cancelled meanwhile, not just the listener: that goes on
 
     async def answer(self, exc: Exception, response: ErrorResponse, error_handler: ErrorHandler | None) -> None:
         custom = response if error_handler is None else error_handler(self.scope, exc, response)
