@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
+from ._crew import Crew, replicas_of
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
@@ -25,7 +27,7 @@ from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
-from ._worker import Worker, track_for_fork
+from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
 
@@ -33,6 +35,9 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 logger = logging.getLogger("microbatch")
+
+# A batch function: one output per item, in order; sync or ``async def``.
+BatchFunction = Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]]
 
 
 class Batcher(PerInstance, Generic[T, U]):
@@ -47,28 +52,33 @@ class Batcher(PerInstance, Generic[T, U]):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
+        *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_crew",
+        "_coalescer", "_running",
         "_closing", "_exit_waiters", "_stopped", "__weakref__",
     )
 
     @overload
     def __init__(
         self,
-        fn: Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]],
+        fn: BatchFunction[T, U] | list[BatchFunction[T, U]] | tuple[BatchFunction[T, U], ...],
         **options: Unpack[PlainOptions],
-    ) -> None: ...
+    ) -> None:
+        """``fn`` is the batch function, or a list of replicas of it (one worker each, one shared queue)."""
 
     @overload
     def __init__(
-        self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[PlainOptions]
+        self: Batcher[Any, Any],
+        fn: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
+        *,
+        collate: Collate,
+        **options: Unpack[PlainOptions],
     ) -> None:
         """With a ``collate``, ``fn`` takes its batch input (say padded tensors), not a list of items."""
 
-    def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
-        if not callable(fn):
-            raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
+    def __init__(self, fn: Callable[..., Any] | Sequence[Callable[..., Any]], **options: Any) -> None:
+        self._replicas = replicas_of(fn)
         values = resolve(options)
-        self._fn = fn
+        self._fn = fn = self._replicas[0]
         self.max_batch_size: int = values["max_batch_size"]
         self.max_wait_ms: float | None = values["max_wait_ms"]
         self.small_request_size: int = values["small_request_size"]
@@ -80,6 +90,8 @@ class Batcher(PerInstance, Generic[T, U]):
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
         self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.max_concurrent_batches: int = values["max_concurrent_batches"]
+        self.coalesce: bool | Callable[[Any], Hashable] = values["coalesce"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = (
@@ -98,10 +110,13 @@ class Batcher(PerInstance, Generic[T, U]):
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
             self._size_of is not None, self._token_cost,
         )
-        self._running = 0  # items in the batch being run
+        self._running = 0  # items in the batches being run
+        coalesce = self.coalesce
+        self._coalescer = None if coalesce is False else Coalescer(None if coalesce is True else coalesce, self.name)
         self._closing = False
-        self._worker = Worker(
-            self, self._lock, self._fn, self.collate, self.on_error == "isolate", self.on_worker_start
+        self._crew = Crew(
+            self, self._lock, self._replicas, self.collate, self.on_error == "isolate", self.on_worker_start,
+            self.max_concurrent_batches,
         )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
@@ -117,21 +132,21 @@ class Batcher(PerInstance, Generic[T, U]):
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        self._worker.refuse_own_thread("__call__", "acall", self.name)
+        self._crew.refuse_own_thread("__call__", "acall", self.name)
         waiter = SyncWaiter()
         request, timeout = self._admit([item], True, timeout, waiter)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        self._worker.refuse_own_thread("acall", None, self.name)
+        self._crew.refuse_own_thread("acall", None, self.name)
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit([item], True, timeout, waiter)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
-        self._worker.refuse_own_thread("map", "amap", self.name)
+        self._crew.refuse_own_thread("map", "amap", self.name)
         batch_items = list(items)
         if not batch_items:
             return []
@@ -141,7 +156,7 @@ class Batcher(PerInstance, Generic[T, U]):
 
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
-        self._worker.refuse_own_thread("amap", None, self.name)
+        self._crew.refuse_own_thread("amap", None, self.name)
         batch_items = list(items)
         if not batch_items:
             return []
@@ -154,22 +169,22 @@ class Batcher(PerInstance, Generic[T, U]):
         with self._lock:
             if self._closing:
                 raise BatcherClosed(f"batcher {self.name!r} is closed; create a new Batcher")
-            if self._worker.thread is None:
-                self._worker.start(self.name)
+            if not self._crew.started:
+                self._crew.start(self.name)
 
     def close(self, drain: bool = True) -> None:
         """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
 
-        Blocks until the worker has stopped.
+        Blocks until the workers have stopped (every batch in flight finished).
         """
-        thread = self._begin_close(drain)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
+        for thread in self._begin_close(drain):
+            if thread is not threading.current_thread():
+                thread.join()
 
     async def aclose(self, drain: bool = True) -> None:
         """Async :meth:`close`: awaits the worker's exit without blocking the loop."""
-        thread = self._begin_close(drain)
-        if thread is None or thread is threading.current_thread():
+        threads = [t for t in self._begin_close(drain) if t is not threading.current_thread()]
+        if not threads:
             return
         waiter = AsyncWaiter(asyncio.get_running_loop())
         with self._lock:
@@ -178,8 +193,9 @@ class Batcher(PerInstance, Generic[T, U]):
                 self._exit_waiters.append(waiter)
         if not stopped:
             await asyncio.shield(waiter.future)
-        # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
-        thread.join()
+        # The last worker signals the exit as its last act: these joins are immediate, then the threads are gone.
+        for thread in threads:
+            thread.join()
 
     @property
     def closed(self) -> bool:
@@ -207,11 +223,11 @@ class Batcher(PerInstance, Generic[T, U]):
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
             return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
-        thread = self._worker.thread
+        alive = any(thread.is_alive() for thread in self._crew.threads())
         if self._closing:
-            state = "closed" if thread is None or not thread.is_alive() else "closing"
+            state = "closing" if alive else "closed"
         else:
-            state = "running" if thread is not None else "idle"
+            state = "running" if self._crew.started else "idle"
         return (
             f"<Batcher {self.name!r} {state} max_batch_size={self.max_batch_size} "
             f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._running} "
@@ -241,29 +257,33 @@ class Batcher(PerInstance, Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
-        size_of = self._size_of
+        size_of, coalescer = self._size_of, self._coalescer
         tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
-        request = Request(items, single, deadline, now, waiter, tokens)
+        keys = None if coalescer is None else coalescer.keys(items)
+        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens)
         with self._lock:
-            queue, policy, worker = self._queue, self._policy, self._worker
+            queue, policy, crew = self._queue, self._policy, self._crew
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            if queue.depth + n > self.max_queue_size:
+            fresh = n if keys is None else cast(Coalescer, coalescer).fresh(keys)  # items that take queue space
+            if queue.depth + fresh > self.max_queue_size:
                 self._stats.rejected += n
-                retry_after = policy.retry_after(queue.depth + n - self.max_queue_size)
+                retry_after = policy.retry_after(queue.depth + fresh - self.max_queue_size)
                 raise Overloaded(
                     f"batcher {self.name!r} has {queue.depth} items queued (max_queue_size={self.max_queue_size}); "
                     f"retry in {retry_after:.3g}s",
                     retry_after=retry_after,
                 )
-            if worker.thread is None:
-                worker.start(self.name)
-            queue.push(request, now if n <= self.small_request_size else now + policy.aging())
+            if not crew.started:
+                crew.start(self.name)
+            queued = request if keys is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), keys)
             self._stats.submitted += n
-            policy.arrived(now, n)
-            if worker.waiting:
-                worker.wake()
+            self._stats.coalesced += n - fresh
+            if queued is not None:
+                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+                policy.arrived(now, fresh)
+                crew.wake()
         return request, timeout
 
     def _count_rejected(self, n: int) -> None:
@@ -284,6 +304,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def _expired_message(self, request: Request) -> str:
         what = "call" if request.single else f"map of {request.size} items"
         state = "before it was dispatched" if request.cursor == 0 else "while it ran"
+        if isinstance(request, Ticket):
+            state = "before its coalesced result was ready"
         return f"the {what} to batcher {self.name!r} passed its deadline {state}"
 
     def _finish_locked(
@@ -298,6 +320,9 @@ class Batcher(PerInstance, Generic[T, U]):
             return False
         request.done = True
         self._queue.discard(request)
+        coalescer = self._coalescer
+        if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
+            return True  # a job: its callers were resolved (or left) one by one
         self._stats.resolved(outcome, request.size)
         if outbox is None:
             request.waiter.resolve(value, exc)
@@ -307,17 +332,15 @@ class Batcher(PerInstance, Generic[T, U]):
 
     # ------------------------------------------------------------------ lifecycle and what the worker reports
 
-    def _begin_close(self, drain: bool) -> threading.Thread | None:
+    def _begin_close(self, drain: bool) -> list[threading.Thread]:
         with self._lock:
             self._closing = True
             if not drain:
                 self._drop_queued_locked(
                     lambda: BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
                 )
-            worker = self._worker
-            if worker.waiting:
-                worker.wake()
-            return worker.thread
+            self._crew.wake_all()
+            return self._crew.threads()
 
     def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
         for request in self._queue.drain():
@@ -356,9 +379,11 @@ class Batcher(PerInstance, Generic[T, U]):
                 for request, start, stop in batch:
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
-                self._running = running
+                self._running += running
                 stats.real_tokens += real
                 stats.padded_tokens += padded
+                if queue.depth:
+                    self._crew.wake()  # another worker with a free slot may take the rest
                 return batch, None
             # Everything at the top had expired or been resolved: plan again.
 
@@ -388,6 +413,10 @@ class Batcher(PerInstance, Generic[T, U]):
             for request, start, stop in part:
                 if request.single:
                     self._finish_locked(request, values[offset], None, "completed", outbox)
+                elif type(request) is Job:
+                    cast(Coalescer, self._coalescer).deliver(
+                        request, start, stop, values, offset, self._finish_locked, outbox
+                    )
                 elif not request.done and request.fill(start, stop, values, offset):
                     self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += stop - start
@@ -396,18 +425,22 @@ class Batcher(PerInstance, Generic[T, U]):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         outbox: Outbox = []
         with self._lock:
-            for request, _, _ in part:
-                if not request.done:
+            for request, start, stop in part:
+                if type(request) is Job:
+                    cast(Coalescer, self._coalescer).fail(request, start, stop, exc, self._finish_locked, outbox)
+                elif not request.done:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, batch: list[Slice]) -> None:
         with self._lock:
-            self._running = 0
+            self._running -= sum(stop - start for _, start, stop in batch)
 
     def _worker_exited(self) -> None:
         with self._lock:
+            if not self._crew.exited():
+                return
             self._stopped = True
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:

@@ -42,8 +42,8 @@ class Outcomes(Protocol):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         """Every caller in ``part`` gets ``exc`` (each its own copy)."""
 
-    def _batch_done(self) -> None:
-        """Nothing of the batch is running any more."""
+    def _batch_done(self, batch: list[Slice]) -> None:
+        """Nothing of ``batch`` is running any more."""
 
 
 def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generator[list[Any], Outcome, None]:
@@ -79,7 +79,7 @@ def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generato
         for rest in [batch, *parts]:
             outcomes._fail(rest, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"))
     finally:
-        outcomes._batch_done()
+        outcomes._batch_done(batch)
 
 
 def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:

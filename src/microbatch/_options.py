@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -39,6 +39,8 @@ class PlainOptions(TypedDict, total=False):
     group_by_length: bool
     timeout: float | None
     on_worker_start: Callable[[], object] | None
+    max_concurrent_batches: int
+    coalesce: bool | Callable[[Any], Hashable]
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -112,6 +114,11 @@ def _hook(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
 
 
+def _coalesce(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and not callable(value):
+        raise TypeError(f"{name} must be True, False or a function returning an item's key, got {value!r}")
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -145,6 +152,12 @@ OPTIONS: Mapping[str, Option] = {
                "called with no arguments on the worker thread before its first batch (per-thread runtime "
                "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
                app_wide=False),
+        Option("max_concurrent_batches", 1, _integer(1),
+               "batches each replica of fn runs at once: an async fn on its event loop, a sync fn on that many "
+               "worker threads (so it must be thread-safe)", app_wide=False),
+        Option("coalesce", False, _coalesce,
+               "True (or a function giving each item's key) computes identical items queued or running at the "
+               "same time once; each caller gets its own copy of the result"),
     )
 }
 

@@ -42,7 +42,9 @@ class Stats:
     items dropped by ``close(drain=False)``); ``rejected`` counts items refused at admission.
     Percentiles are over the most recent observations (a window of ``window`` values).
     ``fixed_cost``/``per_item_cost`` are the measured cost model (seconds per call, per item);
-    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens.
+    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens. ``coalesced``
+    counts submitted items that joined an identical item in flight instead of being computed
+    (``coalesce``); they end in an outcome counter like any other.
     """
 
     name: str
@@ -67,6 +69,7 @@ class Stats:
     per_item_cost: float | None
     window: int
     padding_efficiency: float | None = None
+    coalesced: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -126,7 +129,7 @@ class StatsRecorder:
 
     __slots__ = (
         "submitted", "completed", "failed", "rejected", "expired", "cancelled", "batches", "items_run", "sizes",
-        "queue_wait", "run_time", "real_tokens", "padded_tokens",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens", "coalesced",
     )
 
     def __init__(self) -> None:
@@ -136,6 +139,7 @@ class StatsRecorder:
         self.queue_wait = TimingRecorder(WINDOW)
         self.run_time = TimingRecorder(WINDOW)
         self.real_tokens = self.padded_tokens = 0
+        self.coalesced = 0
 
     def __repr__(self) -> str:
         return f"<StatsRecorder submitted={self.submitted} completed={self.completed} batches={self.batches}>"
@@ -184,4 +188,5 @@ class StatsRecorder:
             per_item_cost=cost.per_item,
             window=WINDOW,
             padding_efficiency=self.real_tokens / self.padded_tokens if self.padded_tokens else None,
+            coalesced=self.coalesced,
         )

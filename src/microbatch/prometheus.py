@@ -45,6 +45,8 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("microbatch_expired_items", "Items whose deadline passed before their result was ready.", "expired"),
     ("microbatch_cancelled_items", "Items cancelled by their caller or dropped by close(drain=False).", "cancelled"),
     ("microbatch_batches", "Calls of the batch function.", "batches"),
+    ("microbatch_coalesced_items", "Items that joined an identical item in flight instead of being computed.",
+     "coalesced"),
 )
 
 

@@ -169,6 +169,7 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
         per_item_cost=busiest.per_item_cost if busiest is not None else None,
         window=sum(s.window for s in parts),
         padding_efficiency=min(efficiencies) if efficiencies else None,
+        coalesced=total("coalesced"),
         client=client,
         hosts=dict(hosts),
     )
