@@ -75,6 +75,9 @@ BATCHER_NAME: Final = "embed"
 # 2-core CPU: beyond that a client is better told 503 + Retry-After than kept waiting.
 MAX_BATCH_SIZE: Final = 32
 MAX_QUEUE_SIZE: Final = 2048
+# Identical texts in flight at once (a popular query, a retried request) are embedded once; each
+# caller still gets its own copy of the vector.
+COALESCE: Final = True
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 JSON_CONTENT_TYPE: Final = "application/json"

@@ -29,6 +29,7 @@ MICROBATCH = (
             "max_batch_size": _api.MAX_BATCH_SIZE,
             "max_queue_size": _api.MAX_QUEUE_SIZE,
             "on_worker_start": "examples._embedder.setup_worker_thread",
+            "coalesce": _api.COALESCE,
         }
     }
     if EMBED_MODE == "batched"

@@ -223,13 +223,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
             return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
-        alive = any(thread.is_alive() for thread in self._crew.threads())
-        if self._closing:
-            state = "closing" if alive else "closed"
-        else:
-            state = "running" if self._crew.started else "idle"
         return (
-            f"<Batcher {self.name!r} {state} max_batch_size={self.max_batch_size} "
+            f"<Batcher {self.name!r} {self._crew.state(self._closing)} max_batch_size={self.max_batch_size} "
             f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._running} "
             f"batches={self._stats.batches} completed={self._stats.completed}>"
         )
@@ -304,7 +299,7 @@ class Batcher(PerInstance, Generic[T, U]):
     def _expired_message(self, request: Request) -> str:
         what = "call" if request.single else f"map of {request.size} items"
         state = "before it was dispatched" if request.cursor == 0 else "while it ran"
-        if isinstance(request, Ticket):
+        if isinstance(request, (Ticket, Job)):
             state = "before its coalesced result was ready"
         return f"the {what} to batcher {self.name!r} passed its deadline {state}"
 

@@ -93,6 +93,12 @@ class Crew:
             if worker.waiting:
                 worker.wake()
 
+    def state(self, closing: bool) -> str:
+        """``idle`` (not started), ``running``, ``closing`` (a worker still runs) or ``closed``."""
+        if closing:
+            return "closing" if any(thread.is_alive() for thread in self.threads()) else "closed"
+        return "running" if self.started else "idle"
+
     def threads(self) -> list[threading.Thread]:
         return [worker.thread for worker in self.workers if worker.thread is not None]
 
