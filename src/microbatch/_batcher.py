@@ -1,9 +1,9 @@
 """The batching engine's front: :class:`Batcher` (admission, outcomes, lifecycle) and the :func:`batch` decorator.
 
 It puts together the option schema (``_options``), the request queue (``_queue``), the wait policy
-(``_policy``), the worker and batch execution (``_worker``, ``_execute``), waiters (``_waiters``) and
-stats (``_stats``). Every accepted request is resolved exactly once, under the batcher's lock, by
-``_finish_locked``; the README has the long form of the design.
+(``_policy``), the workers and batch execution (``_crew``, ``_worker``, ``_execute``), coalescing
+(``_coalesce``), waiters (``_waiters``) and stats (``_stats``). Every accepted request is resolved
+exactly once, under the batcher's lock, by ``_finish_locked``; the README has the long form of the design.
 """
 
 from __future__ import annotations
@@ -15,16 +15,18 @@ from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any, Generic, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._breaker import Breaker
 from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
 from ._crew import Crew, replicas_of
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
+from ._isolate import BatchErrors, Verdict
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
+from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
 from ._worker import track_for_fork
@@ -53,8 +55,7 @@ class Batcher(PerInstance, Generic[T, U]):
 
     __slots__ = (
         *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_crew",
-        "_coalescer", "_running",
-        "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_breaker", "__weakref__",
     )
 
     @overload
@@ -90,6 +91,9 @@ class Batcher(PerInstance, Generic[T, U]):
         self.group_by_length: bool = values["group_by_length"]
         self.timeout: float | None = values["timeout"]
         self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.batch_errors: BatchErrors = values["batch_errors"]
+        self.breaker_threshold: int | None = values["breaker_threshold"]
+        self.breaker_open_ms: float = values["breaker_open_ms"]
         self.max_concurrent_batches: int = values["max_concurrent_batches"]
         self.coalesce: bool | Callable[[Any], Hashable] = values["coalesce"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
@@ -101,6 +105,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
 
@@ -147,7 +152,7 @@ class Batcher(PerInstance, Generic[T, U]):
     def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Run many items as one request (admitted whole or not at all); results in input order."""
         self._crew.refuse_own_thread("map", "amap", self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
@@ -157,7 +162,7 @@ class Batcher(PerInstance, Generic[T, U]):
     async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
         """Async :meth:`map`."""
         self._crew.refuse_own_thread("amap", None, self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -206,7 +211,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
+            breaker = self._breaker.report(_clock.now())
+            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
 
     def __enter__(self) -> Batcher[T, U]:
         return self
@@ -253,7 +259,11 @@ class Batcher(PerInstance, Generic[T, U]):
                 "split it into smaller maps or raise max_queue_size"
             )
         size_of, coalescer = self._size_of, self._coalescer
-        tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        try:
+            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        except Exception:
+            self._count_rejected(n)  # ItemTooLarge, or a size function that failed: refused like any other
+            raise
         keys = None if coalescer is None else coalescer.keys(items)
         request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens)
         with self._lock:
@@ -261,6 +271,10 @@ class Batcher(PerInstance, Generic[T, U]):
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+            refusal = self._breaker.refusal(now, self.name, n, queue.depth + self._running, self.max_batch_size)
+            if refusal is not None:
+                self._stats.rejected += n
+                raise refusal
             fresh = n if keys is None else cast(Coalescer, coalescer).fresh(keys)  # items that take queue space
             if queue.depth + fresh > self.max_queue_size:
                 self._stats.rejected += n
@@ -314,11 +328,12 @@ class Batcher(PerInstance, Generic[T, U]):
         if request.done:
             return False
         request.done = True
-        self._queue.discard(request)
         coalescer = self._coalescer
+        dispatched = request.cursor if coalescer is None else coalescer.dispatched(request)
+        self._queue.discard(request)
         if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
             return True  # a job: its callers were resolved (or left) one by one
-        self._stats.resolved(outcome, request.size)
+        self._stats.resolved(outcome, request.size, dispatched)
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -360,10 +375,11 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            if not self._closing and queue.depth < self.max_batch_size:
-                delay = policy.company_delay(now, queue.oldest_arrival)
-                if delay > 0:
-                    return None, delay
+            reason, delay = policy.why_now(
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival
+            )
+            if reason is None:
+                return None, delay
             policy.dispatched()
             batch, expired, real, padded = queue.take(now)
             for request in expired:
@@ -375,6 +391,7 @@ class Batcher(PerInstance, Generic[T, U]):
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
                 self._running += running
+                stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
                 if queue.depth:
@@ -428,9 +445,15 @@ class Batcher(PerInstance, Generic[T, U]):
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self, batch: list[Slice]) -> None:
+    def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         with self._lock:
             self._running -= sum(stop - start for _, start, stop in batch)
+            self._stats.retries += retries
+            now = _clock.now()
+            if self._breaker.ended(now, verdict):
+                error = self._breaker.open_error(now, self.name)
+                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+                self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:

@@ -38,11 +38,12 @@ class Finish(Protocol):
 class Entry:
     """One computation in flight: the job item computing it and the ``(ticket, position)`` pairs waiting on it."""
 
-    __slots__ = ("key", "job", "subscribers", "settled")
+    __slots__ = ("key", "job", "index", "subscribers", "settled")
 
     def __init__(self, key: Hashable) -> None:
         self.key = key
         self.job: Job | None = None
+        self.index = 0  # its item's position in the job
         self.subscribers: list[tuple[Ticket, int]] = []
         self.settled = False
 
@@ -131,14 +132,20 @@ class Coalescer:
             tokens = None if ticket.tokens is None else [ticket.tokens[p] for p in new]
             job = Job([ticket.items[p] for p in new], ticket.deadline, ticket.arrival, tokens)
             job.entries = [ticket.entries[p] for p in new]
-            for entry in job.entries:
-                entry.job = job
+            for index, entry in enumerate(job.entries):
+                entry.job, entry.index = job, index
         for entry in ticket.entries:
             joined = cast(Job, entry.job)
             joined.live += 1
             if joined.deadline is not None:  # a job is worth running until its last caller's deadline
                 joined.deadline = None if ticket.deadline is None else max(joined.deadline, ticket.deadline)
         return job
+
+    def dispatched(self, request: Request) -> int:
+        """How many of ``request``'s items were dispatched: for a ticket, those whose computation was."""
+        if not isinstance(request, Ticket):
+            return request.cursor
+        return sum(1 for entry in request.entries if cast(Job, entry.job).cursor > entry.index)
 
     def finishing(self, request: Request, exc: BaseException | None, outcome: str, finish: Finish,
                   outbox: Outbox | None) -> bool:

@@ -39,6 +39,9 @@ class PlainOptions(TypedDict, total=False):
     group_by_length: bool
     timeout: float | None
     on_worker_start: Callable[[], object] | None
+    batch_errors: type[BaseException] | tuple[type[BaseException], ...]
+    breaker_threshold: int | None
+    breaker_open_ms: float
     max_concurrent_batches: int
     coalesce: bool | Callable[[Any], Hashable]
 
@@ -119,6 +122,19 @@ def _coalesce(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True, False or a function returning an item's key, got {value!r}")
 
 
+def _exception_types(name: str, value: Any) -> None:
+    classes = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(
+            f"{name} must be an exception class or a tuple of them, like (TimeoutError, ConnectionError), got {value!r}"
+        )
+
+
+def _positive_milliseconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of milliseconds > 0, got {value!r}")
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -152,6 +168,15 @@ OPTIONS: Mapping[str, Option] = {
                "called with no arguments on the worker thread before its first batch (per-thread runtime "
                "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
                app_wide=False),
+        Option("batch_errors", (), _exception_types,
+               "exception types that mean the whole batch failed (a model or backend fault): never bisected, "
+               "they fail every call of the batch and count towards the circuit breaker"),
+        Option("breaker_threshold", 5, _integer(1, optional=True),
+               "batch-wide failures in a row that open the circuit breaker (calls then raise CircuitOpen); "
+               "None turns the breaker off"),
+        Option("breaker_open_ms", 1000.0, _positive_milliseconds,
+               "how long the breaker first stays open before a probe batch; each failed probe doubles it, "
+               "up to 32 times this"),
         Option("max_concurrent_batches", 1, _integer(1),
                "batches each replica of fn runs at once: an async fn on its event loop, a sync fn on that many "
                "worker threads (so it must be thread-safe)", app_wide=False),
