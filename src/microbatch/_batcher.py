@@ -22,6 +22,7 @@ from ._crew import Crew, replicas_of
 from ._deadline import remaining
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
 from ._execute import clone
+from ._groups import GroupCosts, group_keys
 from ._isolate import BatchErrors, Verdict
 from ._methods import PerInstance
 from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
@@ -54,8 +55,9 @@ class Batcher(PerInstance, Generic[T, U]):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_crew",
-        "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_breaker", "__weakref__",
+        *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
+        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_breaker",
+        "__weakref__",
     )
 
     @overload
@@ -94,17 +96,20 @@ class Batcher(PerInstance, Generic[T, U]):
         self.batch_errors: BatchErrors = values["batch_errors"]
         self.breaker_threshold: int | None = values["breaker_threshold"]
         self.breaker_open_ms: float = values["breaker_open_ms"]
+        self.group_by: Callable[[Any], Hashable] | None = values["group_by"]
+        self.size_of: Callable[[Any], int] | None = values["size_of"]
         self.max_concurrent_batches: int = values["max_concurrent_batches"]
         self.coalesce: bool | Callable[[Any], Hashable] = values["coalesce"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
-        self._size_of: Callable[[Any], int] | None = (
+        self._size_of: Callable[[Any], int] | None = self.size_of or (
             collate.size if collate is not None else (len if budget is not None else None)
         )
         super().__init__()
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._group_costs = None if self.group_by is None else GroupCosts()
         self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
@@ -113,7 +118,7 @@ class Batcher(PerInstance, Generic[T, U]):
         self._lock = threading.Lock()
         self._queue = RequestQueue(
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
-            self._size_of is not None, self._token_cost,
+            self._size_of is not None, self._token_cost, self._group_costs,
         )
         self._running = 0  # items in the batches being run
         coalesce = self.coalesce
@@ -261,11 +266,12 @@ class Batcher(PerInstance, Generic[T, U]):
         size_of, coalescer = self._size_of, self._coalescer
         try:
             tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+            keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
         except Exception:
-            self._count_rejected(n)  # ItemTooLarge, or a size function that failed: refused like any other
+            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
             raise
-        keys = None if coalescer is None else coalescer.keys(items)
-        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens)
+        same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
+        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
         with self._lock:
             queue, policy, crew = self._queue, self._policy, self._crew
             if self._closing:
@@ -275,7 +281,7 @@ class Batcher(PerInstance, Generic[T, U]):
             if refusal is not None:
                 self._stats.rejected += n
                 raise refusal
-            fresh = n if keys is None else cast(Coalescer, coalescer).fresh(keys)  # items that take queue space
+            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
             if queue.depth + fresh > self.max_queue_size:
                 self._stats.rejected += n
                 retry_after = policy.retry_after(queue.depth + fresh - self.max_queue_size)
@@ -286,7 +292,7 @@ class Batcher(PerInstance, Generic[T, U]):
                 )
             if not crew.started:
                 crew.start(self.name)
-            queued = request if keys is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), keys)
+            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
             self._stats.submitted += n
             self._stats.coalesced += n - fresh
             if queued is not None:
@@ -375,8 +381,10 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
+            groups = self._group_costs  # the wait for company reads the cost of the group that will run
             reason, delay = policy.why_now(
-                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival,
+                None if groups is None else groups.batch_cost(queue.next_key()),
             )
             if reason is None:
                 return None, delay
@@ -419,8 +427,13 @@ class Batcher(PerInstance, Generic[T, U]):
         outbox: Outbox = []
         with self._lock:
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
+            padded = None
             if self._size_of is not None:
-                self._token_cost.add(padded_tokens(part), seconds)
+                padded = padded_tokens(part)
+                self._token_cost.add(padded, seconds)
+            if self._group_costs is not None:
+                first, start, _ = part[0]  # a batch holds one group: its first item's key is the batch's
+                self._group_costs.add(cast("list[Hashable]", first.keys)[start], len(values), seconds, padded)
             offset = 0
             for request, start, stop in part:
                 if request.single:

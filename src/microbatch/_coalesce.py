@@ -56,8 +56,12 @@ class Job(Request):
 
     __slots__ = ("entries", "live")
 
-    def __init__(self, items: list[Any], deadline: float | None, arrival: float, tokens: list[int] | None) -> None:
-        super().__init__(items, False, deadline, arrival, cast(Waiter, None), tokens)  # never resolved as a caller
+    def __init__(
+        self, items: list[Any], deadline: float | None, arrival: float, tokens: list[int] | None,
+        keys: list[Hashable] | None,
+    ) -> None:
+        # A job has no caller: it is never resolved through a waiter.
+        super().__init__(items, False, deadline, arrival, cast(Waiter, None), tokens, keys)
         self.entries: list[Entry] = []
         self.live = 0
 
@@ -69,9 +73,9 @@ class Ticket(Request):
 
     def __init__(
         self, items: list[Any], single: bool, deadline: float | None, arrival: float, waiter: Waiter,
-        tokens: list[int] | None,
+        tokens: list[int] | None, keys: list[Hashable] | None = None,
     ) -> None:
-        super().__init__(items, single, deadline, arrival, waiter, tokens)
+        super().__init__(items, single, deadline, arrival, waiter, tokens, keys)
         self.cursor = self.size  # nothing of it is queued: discarding it frees no queue space
         self.entries: list[Entry] = []
 
@@ -130,7 +134,8 @@ class Coalescer:
         job = None
         if new:
             tokens = None if ticket.tokens is None else [ticket.tokens[p] for p in new]
-            job = Job([ticket.items[p] for p in new], ticket.deadline, ticket.arrival, tokens)
+            groups = None if ticket.keys is None else [ticket.keys[p] for p in new]
+            job = Job([ticket.items[p] for p in new], ticket.deadline, ticket.arrival, tokens, groups)
             job.entries = [ticket.entries[p] for p in new]
             for index, entry in enumerate(job.entries):
                 entry.job, entry.index = job, index
