@@ -12,15 +12,16 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar, Unpack, cast, overload
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
 
 from . import _clock
+from ._admission import call_timeout, refusal
 from ._collate import Collate
-from ._deadline import remaining
-from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
+from ._decorator import decorator
+from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
 from ._methods import PerInstance
-from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
+from ._options import OPTIONS, OnError, PlainOptions, check_option, resolve, signature
 from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
@@ -43,12 +44,14 @@ class Batcher(PerInstance, Generic[T, U]):
     and ``await b.amap(items)`` submit many items as one request. See the README for the full
     contract: wait policy, priority, backpressure, deadlines, cancellation and error isolation.
 
-    Every option is keyword-only and kept as a read-only attribute of the same name:
+    Every option is keyword-only and kept as a read-only attribute of the same name (options are
+    fixed at construction: build a new Batcher to change one):
     """
 
     __slots__ = (
         *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        "_closing", "_exit_waiters", "_stopped", "_pending", "__weakref__",
+        "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
     @overload
@@ -69,17 +72,19 @@ class Batcher(PerInstance, Generic[T, U]):
             raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
         values = resolve(options)
         self._fn = fn
-        self.max_batch_size: int = values["max_batch_size"]
-        self.max_wait_ms: float | None = values["max_wait_ms"]
-        self.small_request_size: int = values["small_request_size"]
-        self.max_queue_size: int = values["max_queue_size"]
-        self.on_error: OnError = values["on_error"]
-        self.aging_ms: float | None = values["aging_ms"]
-        self.collate: Collate | None = values["collate"]
-        self.max_batch_tokens: int | None = values["max_batch_tokens"]
-        self.group_by_length: bool = values["group_by_length"]
-        self.timeout: float | None = values["timeout"]
-        self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.max_batch_size: Final[int] = values["max_batch_size"]
+        self.max_wait_ms: Final[float | None] = values["max_wait_ms"]
+        self.small_request_size: Final[int] = values["small_request_size"]
+        self.max_queue_size: Final[int] = values["max_queue_size"]
+        self.on_error: Final[OnError] = values["on_error"]
+        self.aging_ms: Final[float | None] = values["aging_ms"]
+        self.collate: Final[Collate | None] = values["collate"]
+        self.max_batch_tokens: Final[int | None] = values["max_batch_tokens"]
+        self.group_by_length: Final[bool] = values["group_by_length"]
+        self.timeout: Final[float | None] = values["timeout"]
+        self.on_worker_start: Final[Callable[[], object] | None] = values["on_worker_start"]
+        self.max_queue_delay_ms: Final[float | None] = values["max_queue_delay_ms"]
+        # Not Final for mypy only because protocols (_execute.Outcomes) read it as a plain attribute.
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = (
@@ -105,7 +110,18 @@ class Batcher(PerInstance, Generic[T, U]):
         )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
+        self._pending: set[Request] = set()  # accepted and unresolved: what close(timeout=...) fails at its timeout
         self._policy.reset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A changed option would leave the queue, the policy and the worker built for the old value
+        # (max_batch_size = 0 livelocks the worker), so options are fixed once set by __init__.
+        if name in OPTIONS and hasattr(self, name):
+            raise AttributeError(
+                f"{name} of batcher {self.name!r} is read-only: options are fixed at construction; "
+                f"build a new Batcher({name}=...) (and close this one) to change it"
+            )
+        object.__setattr__(self, name, value)
 
     def _reset_after_fork(self) -> None:
         # The parent's worker thread and callers do not exist in a forked child: start afresh there.
@@ -129,24 +145,51 @@ class Batcher(PerInstance, Generic[T, U]):
         request, timeout = self._admit([item], True, timeout, waiter)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request (admitted whole or not at all); results in input order."""
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request (admitted whole or not at all); results in input order.
+
+        With ``return_exceptions`` an item whose batch function call failed (after isolation) has its
+        exception in its place instead of failing the whole map; errors of the map as a whole
+        (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
+        """
         self._worker.refuse_own_thread("map", "amap", self.name)
         batch_items = list(items)
         if not batch_items:
             return []
         waiter = SyncWaiter()
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
         self._worker.refuse_own_thread("amap", None, self.name)
         batch_items = list(items)
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     def start(self) -> None:
@@ -157,17 +200,25 @@ class Batcher(PerInstance, Generic[T, U]):
             if self._worker.thread is None:
                 self._worker.start(self.name)
 
-    def close(self, drain: bool = True) -> None:
+    def close(self, drain: bool = True, *, timeout: float | None = None) -> None:
         """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
 
-        Blocks until the worker has stopped.
+        Blocks until the worker has stopped, or for at most ``timeout`` seconds: then every call still
+        queued or running fails with BatcherClosed and close returns, and the worker thread (stuck in
+        ``fn``) ends when ``fn`` returns.
         """
+        if timeout is not None:
+            check_option("timeout", timeout)
         thread = self._begin_close(drain)
         if thread is not None and thread is not threading.current_thread():
-            thread.join()
+            thread.join(timeout)
+            if thread.is_alive():
+                self._abandon(timeout)
 
-    async def aclose(self, drain: bool = True) -> None:
-        """Async :meth:`close`: awaits the worker's exit without blocking the loop."""
+    async def aclose(self, drain: bool = True, *, timeout: float | None = None) -> None:
+        """Async :meth:`close`: awaits the worker's exit (at most ``timeout`` seconds) without blocking the loop."""
+        if timeout is not None:
+            check_option("timeout", timeout)
         thread = self._begin_close(drain)
         if thread is None or thread is threading.current_thread():
             return
@@ -177,7 +228,11 @@ class Batcher(PerInstance, Generic[T, U]):
             if not stopped:
                 self._exit_waiters.append(waiter)
         if not stopped:
-            await asyncio.shield(waiter.future)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
+            except TimeoutError:
+                self._abandon(timeout)
+                return
         # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
         thread.join()
 
@@ -221,16 +276,14 @@ class Batcher(PerInstance, Generic[T, U]):
     # ------------------------------------------------------------------ admission and outcomes
 
     def _admit(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = remaining(self.timeout if timeout is None else timeout)
+        timeout = call_timeout(timeout, self.timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
         if timeout is not None:
-            if timeout != timeout:  # NaN compares false with everything, so it would never expire
-                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout <= 0:
                 self._count_rejected(n)
                 raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
@@ -244,21 +297,21 @@ class Batcher(PerInstance, Generic[T, U]):
         size_of = self._size_of
         tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
         request = Request(items, single, deadline, now, waiter, tokens)
+        request.return_exceptions = return_exceptions
         with self._lock:
             queue, policy, worker = self._queue, self._policy, self._worker
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            if queue.depth + n > self.max_queue_size:
+            refused = refusal(
+                policy, queue.depth, self._running > 0, n, self.max_queue_size, self.max_queue_delay_ms, self.name
+            )
+            if refused is not None:
                 self._stats.rejected += n
-                retry_after = policy.retry_after(queue.depth + n - self.max_queue_size)
-                raise Overloaded(
-                    f"batcher {self.name!r} has {queue.depth} items queued (max_queue_size={self.max_queue_size}); "
-                    f"retry in {retry_after:.3g}s",
-                    retry_after=retry_after,
-                )
+                raise refused
             if worker.thread is None:
                 worker.start(self.name)
+            self._pending.add(request)
             queue.push(request, now if n <= self.small_request_size else now + policy.aging())
             self._stats.submitted += n
             policy.arrived(now, n)
@@ -298,7 +351,10 @@ class Batcher(PerInstance, Generic[T, U]):
             return False
         request.done = True
         self._queue.discard(request)
-        self._stats.resolved(outcome, request.size)
+        self._pending.discard(request)
+        if request.failed:  # a map with return_exceptions: its failed items count as failed
+            self._stats.resolved("failed", request.failed)
+        self._stats.resolved(outcome, request.size - request.failed)
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -307,17 +363,27 @@ class Batcher(PerInstance, Generic[T, U]):
 
     # ------------------------------------------------------------------ lifecycle and what the worker reports
 
-    def _begin_close(self, drain: bool) -> threading.Thread | None:
+    def _begin_close(self, drain: bool, why: str = "closed") -> threading.Thread | None:
         with self._lock:
             self._closing = True
             if not drain:
                 self._drop_queued_locked(
-                    lambda: BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
+                    lambda: BatcherClosed(f"batcher {self.name!r} {why} before this call ran"), "cancelled"
                 )
             worker = self._worker
             if worker.waiting:
                 worker.wake()
             return worker.thread
+
+    def _abandon(self, timeout: float | None) -> None:
+        """close's timeout passed: fail every call still queued or running; the worker ends when fn returns."""
+        logger.warning("microbatch: batcher %r did not stop within close(timeout=%s); failing its calls", self.name,
+                       timeout)
+        with self._lock:
+            for request in list(self._pending):
+                self._finish_locked(request, None, BatcherClosed(
+                    f"batcher {self.name!r} was closed with timeout={timeout}s before this call finished"
+                ), "cancelled")
 
     def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
         for request in self._queue.drain():
@@ -396,8 +462,14 @@ class Batcher(PerInstance, Generic[T, U]):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         outbox: Outbox = []
         with self._lock:
-            for request, _, _ in part:
-                if not request.done:
+            for request, start, stop in part:
+                if request.done:
+                    continue
+                if request.return_exceptions:
+                    request.failed += stop - start
+                    if request.fill(start, stop, [clone(exc) for _ in range(start, stop)], 0):
+                        self._finish_locked(request, request.results, None, "completed", outbox)
+                else:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
@@ -420,16 +492,4 @@ Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
 Batcher.__init__.__signature__ = signature("self", "fn")  # type: ignore[attr-defined]
 
 
-def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
-    """Decorator form of :class:`Batcher`, taking the same keyword arguments.
-
-    On a function it returns a :class:`Batcher`; on a method, each instance gets its own batcher the
-    first time the attribute is read (so ``self`` is bound and instances never share batches).
-    """
-
-    def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
-        # Typed loosely: a method takes (self, items) until the instance binds it; the options pass
-        # through whichever overload they fit.
-        return Batcher(fn, **cast(dict[str, Any], options))
-
-    return decorate
+batch = decorator(Batcher)
