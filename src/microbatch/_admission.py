@@ -30,10 +30,10 @@ def call_timeout(timeout: Any, default: float | None) -> float | None:
 
 
 def refusal(
-    policy: WaitPolicy, queued: int, running: bool, n: int, max_queue_size: int, max_queue_delay_ms: float | None,
+    policy: WaitPolicy, queued: int, running: int, n: int, max_queue_size: int, max_queue_delay_ms: float | None,
     name: str,
 ) -> Overloaded | None:
-    """Why ``n`` more items may not join a queue of ``queued`` (a batch running or not), or None: they may."""
+    """Why ``n`` more items may not join a queue of ``queued`` (``running`` items in the batch running), or None."""
     if queued + n > max_queue_size:
         retry_after = policy.retry_after(queued + n - max_queue_size)
         return Overloaded(

@@ -20,8 +20,9 @@ from ._collate import Collate
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
+from ._lifecycle import Lifecycle
 from ._methods import PerInstance
-from ._options import OPTIONS, OnError, PlainOptions, check_option, resolve, signature
+from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
@@ -36,7 +37,7 @@ U = TypeVar("U")
 logger = logging.getLogger("microbatch")
 
 
-class Batcher(PerInstance, Generic[T, U]):
+class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     """Groups concurrent calls into batches, runs ``fn`` once per batch, and hands each caller its result.
 
     ``fn`` takes a list of items and returns one output per item, in order; it may be ``async def``.
@@ -192,72 +193,11 @@ class Batcher(PerInstance, Generic[T, U]):
         request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    def start(self) -> None:
-        """Start the worker now instead of at the first call (it also starts by itself)."""
-        with self._lock:
-            if self._closing:
-                raise BatcherClosed(f"batcher {self.name!r} is closed; create a new Batcher")
-            if self._worker.thread is None:
-                self._worker.start(self.name)
-
-    def close(self, drain: bool = True, *, timeout: float | None = None) -> None:
-        """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
-
-        Blocks until the worker has stopped, or for at most ``timeout`` seconds: then every call still
-        queued or running fails with BatcherClosed and close returns, and the worker thread (stuck in
-        ``fn``) ends when ``fn`` returns.
-        """
-        if timeout is not None:
-            check_option("timeout", timeout)
-        thread = self._begin_close(drain)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                self._abandon(timeout)
-
-    async def aclose(self, drain: bool = True, *, timeout: float | None = None) -> None:
-        """Async :meth:`close`: awaits the worker's exit (at most ``timeout`` seconds) without blocking the loop."""
-        if timeout is not None:
-            check_option("timeout", timeout)
-        thread = self._begin_close(drain)
-        if thread is None or thread is threading.current_thread():
-            return
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        with self._lock:
-            stopped = self._stopped
-            if not stopped:
-                self._exit_waiters.append(waiter)
-        if not stopped:
-            try:
-                await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
-            except TimeoutError:
-                self._abandon(timeout)
-                return
-        # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
-        thread.join()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` or :meth:`aclose` has been called."""
-        return self._closing
-
     @property
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
             return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
-
-    def __enter__(self) -> Batcher[T, U]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close(drain=True)
-
-    async def __aenter__(self) -> Batcher[T, U]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose(drain=True)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
@@ -304,7 +244,7 @@ class Batcher(PerInstance, Generic[T, U]):
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
             refused = refusal(
-                policy, queue.depth, self._running > 0, n, self.max_queue_size, self.max_queue_delay_ms, self.name
+                policy, queue.depth, self._running, n, self.max_queue_size, self.max_queue_delay_ms, self.name
             )
             if refused is not None:
                 self._stats.rejected += n
@@ -374,16 +314,6 @@ class Batcher(PerInstance, Generic[T, U]):
             if worker.waiting:
                 worker.wake()
             return worker.thread
-
-    def _abandon(self, timeout: float | None) -> None:
-        """close's timeout passed: fail every call still queued or running; the worker ends when fn returns."""
-        logger.warning("microbatch: batcher %r did not stop within close(timeout=%s); failing its calls", self.name,
-                       timeout)
-        with self._lock:
-            for request in list(self._pending):
-                self._finish_locked(request, None, BatcherClosed(
-                    f"batcher {self.name!r} was closed with timeout={timeout}s before this call finished"
-                ), "cancelled")
 
     def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
         for request in self._queue.drain():

@@ -38,7 +38,7 @@ class PerInstance:
     _fn: Callable[..., Any]
     _lock: threading.Lock
     name: str
-    _begin_close: Callable[[bool, str], object]
+    _begin_close: Callable[[bool, str], threading.Thread | None]
 
     def __init__(self) -> None:
         self._attr_name: str | None = None  # set when a class body's function is decorated

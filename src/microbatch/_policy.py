@@ -190,12 +190,13 @@ class WaitPolicy:
             return UNMEASURED
         return min(max(AGING_BATCHES * full, MIN_AGING), MAX_AGING)
 
-    def batch_time(self) -> float | None:
-        """Predicted seconds of one full batch: the fit's estimate, capped at the longest batch measured."""
-        full, longest = self.cost.estimate(self.max_batch_size), self.cost.longest
-        if full is None or longest is None:
+    def batch_time(self, n: int | None = None) -> float | None:
+        """Predicted seconds of a batch of ``n`` (default: a full one): the fit's estimate, capped at the
+        longest batch measured; None before the first."""
+        estimate, longest = self.cost.estimate(self.max_batch_size if n is None else n), self.cost.longest
+        if estimate is None or longest is None:
             return None
-        return min(full, longest)
+        return min(estimate, longest)
 
     def retry_after(self, excess: int) -> float:
         """Seconds until ``excess`` more items would fit: the batches that drain them, at least one."""
@@ -204,17 +205,18 @@ class WaitPolicy:
             return UNMEASURED
         return max(1, math.ceil(excess / self.max_batch_size)) * per_batch
 
-    def queue_delay(self, queued: int, running: bool, n: int) -> float:
+    def queue_delay(self, queued: int, running: int, n: int) -> float:
         """Predicted seconds before the last of ``n`` new items starts running (0 when nothing is known).
 
-        The batch running now (counted whole: its rest is not known) and then the full batches that
-        go before the one carrying the new items; an unmeasured function predicts no wait, so a cold
-        start never refuses on a guess.
+        The batch of ``running`` items running now (counted whole: how far it has got is not known),
+        then the full batches that go before the one carrying the new items. An unmeasured function
+        predicts no wait, so a cold start never refuses on a guess.
         """
         per_batch = self.batch_time()
         if per_batch is None:
             return 0.0
-        return ((queued + n - 1) // self.max_batch_size + running) * per_batch
+        current = (self.batch_time(running) or 0.0) if running else 0.0
+        return current + (queued + n - 1) // self.max_batch_size * per_batch
 
     def delay_retry_after(self, predicted: float, bound: float) -> float:
         """Seconds until a call predicted to wait ``predicted`` would wait at most ``bound``: whole batches, >= 1."""

@@ -70,15 +70,16 @@ def test_retry_after_never_exceeds_the_queued_batches_at_the_longest_batch_seen(
 def test_a_call_predicted_to_wait_past_max_queue_delay_ms_is_refused_with_when_to_retry(
     make_batcher: Any, make_gate: Any, fake_clock: Any, hold: Any, enqueue: Any
 ) -> None:
-    """Batches of 2 take 0.1 s. Behind the running batch, the 5th queued item would start after
-    0.3 s, past the 250 ms bound: refused, told to retry once one batch (0.1 s) has drained."""
+    """The one measured batch, of 2, took 0.1 s: the fit prices a batch of 1 at 0.05 s. Behind the
+    running batch of 1 and two full batches queued, a 5th item would start after 0.25 s, past the
+    200 ms bound: refused, told to retry once one batch (0.1 s) has drained."""
     gate = make_gate(taking(fake_clock, 0.1))
-    b = make_batcher(gate, max_batch_size=2, max_wait_ms=0, max_queue_delay_ms=250, name="bounded")
+    b = make_batcher(gate, max_batch_size=2, max_wait_ms=0, max_queue_delay_ms=200, name="bounded")
     gate.release()
     assert b.map(["a", "b"]) == [("out", "a"), ("out", "b")]
-    accepted = [hold(b, gate), *enqueue(b, "q1", "q2", "q3", "q4")]  # each predicted to start within 0.2 s
+    accepted = [hold(b, gate), *enqueue(b, "q1", "q2", "q3", "q4")]  # each predicted to start within 0.15 s
 
-    with pytest.raises(Overloaded, match=r"would start this call in about 0.3s, more than its max_queue_delay_ms=250") \
+    with pytest.raises(Overloaded, match=r"would start this call in about 0.25s, more than its max_queue_delay_ms=200") \
             as refused:
         b("q5")
     with pytest.raises(Overloaded):
