@@ -79,8 +79,8 @@ def test_a_call_predicted_to_wait_past_max_queue_delay_ms_is_refused_with_when_t
     assert b.map(["a", "b"]) == [("out", "a"), ("out", "b")]
     accepted = [hold(b, gate), *enqueue(b, "q1", "q2", "q3", "q4")]  # each predicted to start within 0.15 s
 
-    with pytest.raises(Overloaded, match=r"would start this call in about 0.25s, more than its max_queue_delay_ms=200") \
-            as refused:
+    says = r"would start this call in about 0.25s, more than its max_queue_delay_ms=200"
+    with pytest.raises(Overloaded, match=says) as refused:
         b("q5")
     with pytest.raises(Overloaded):
         b.map(["m1", "m2"])
