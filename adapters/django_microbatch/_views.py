@@ -46,7 +46,9 @@ class BatchedViewMixin:
         cls = type(self).__qualname__
         return lookup(self.get_batcher_name(), f"{cls}.batcher_name (or {cls}.get_batcher_name())")
 
-    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+    def get_error_response(
+        self, exc: Exception, response: ErrorResponse, default: HttpResponseBase
+    ) -> HttpResponseBase:
         """The answer to a batcher error: ``default`` (``settings.MICROBATCH_ERROR_HANDLER``'s, else
         the JSON body). Override per view, e.g. ``JsonResponse({"detail": response.error},
         status=response.status, headers=response.headers)``; ``response.detail`` is for logs only."""

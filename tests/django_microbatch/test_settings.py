@@ -8,13 +8,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import djmb_app
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 import django_microbatch
-import djmb_app
 from microbatch import Batcher, DeadlineExceeded
 
 WAIT = 10.0

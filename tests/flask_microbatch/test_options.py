@@ -69,7 +69,8 @@ def test_tensor_batching_options_reach_the_batcher_from_config_and_decorator() -
     assert client.post("/shout", json={"text": "abc"}).get_json() == {"text": "ABC"}
     too_long = client.post("/shout", json={"text": "nine char"})
     assert too_long.status_code == 413
-    assert "max_batch_tokens" not in too_long.get_json()["error"]  # 413 shows the decorator's 8 won over 12; its detail stays in the log
+    # 413 shows the decorator's 8 won over 12; its detail stays in the log
+    assert "max_batch_tokens" not in too_long.get_json()["error"]
     mb.close(app)
 
 

@@ -62,7 +62,7 @@ def test_a_batch_function_that_is_not_callable_is_a_type_error(fn: Any) -> None:
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Batcher(echo, 8)  # type: ignore[call-arg]
+        Batcher(echo, 8)  # type: ignore[call-overload]
 
 
 def test_edge_values_are_accepted_and_kept() -> None:

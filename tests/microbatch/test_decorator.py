@@ -131,7 +131,7 @@ def test_batch_on_a_method_of_a_slotted_class_says_how_to_fix_it() -> None:
             return xs
 
     with pytest.raises(TypeError, match="__slots__"):
-        _ = Slotted().predict
+        _ = Slotted().predict  # binding the method is what raises
 
 
 def test_batch_on_functions_and_methods_type_checks_under_mypy_strict(tmp_path: Path) -> None:
