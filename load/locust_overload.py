@@ -36,6 +36,6 @@ class PoliteUser(InteractiveUser):
             else:
                 response.failure(problem)
 
-    def wait_time(self) -> float:  # type: ignore[override]
+    def wait_time(self) -> float:
         pause, self.pause = self.pause, 0.0
         return pause

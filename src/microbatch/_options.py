@@ -98,7 +98,7 @@ def _seconds(name: str, value: Any) -> None:
         return
     _number(name, value, "seconds")
     if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be None (no limit) or a finite number of seconds > 0, got {value!r}")
+        raise ValueError(f"{name} must be None or a number of seconds > 0, got {value!r} (finite: None means no limit)")
 
 
 def _on_error(name: str, value: Any) -> None:

@@ -98,7 +98,7 @@ def test_every_instances_batcher_carries_the_methods_name_and_the_wrapper_attrib
     names = {m.predict.name for m in models}
     assert names == {Model.predict.name} == {"test_every_instances_batcher_carries_the_methods_name_and_the_"
                                              "wrapper_attributes.<locals>.Model.predict"}
-    assert {(m.predict.__name__, m.predict.__doc__) for m in models} == {("predict", "Predict each x.")}
+    assert {(vars(m.predict)["__name__"], m.predict.__doc__) for m in models} == {("predict", "Predict each x.")}
     assert sorted(map(id, Model.predict.instances())) == sorted(id(m.predict) for m in models)
     for m in models:
         m.predict.close()

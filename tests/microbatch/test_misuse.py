@@ -37,7 +37,8 @@ def test_max_batch_size_zero_at_run_time_no_longer_reaches_the_worker(make_batch
 @pytest.mark.parametrize("option", ["max_wait_ms", "aging_ms", "max_queue_delay_ms"])
 def test_an_infinite_number_of_milliseconds_is_refused_naming_the_option(option: str) -> None:
     with pytest.raises(ValueError, match=rf"{option} must be None or a finite number of milliseconds >= 0, got inf"):
-        Batcher(echo, **{option: math.inf})
+        options: dict[str, Any] = {option: math.inf}
+        Batcher(echo, **options)
 
 
 def test_close_with_a_timeout_fails_the_queued_and_running_calls_of_a_hung_function(

@@ -24,7 +24,7 @@ def test_a_decorated_function_keeps_its_name_doc_module_and_wrapped() -> None:
     for attribute in functools.WRAPPER_ASSIGNMENTS:
         if hasattr(embed, attribute):
             assert getattr(decorated, attribute) == getattr(embed, attribute), attribute
-    assert decorated.__wrapped__ is embed
+    assert vars(decorated)["__wrapped__"] is embed
     assert inspect.unwrap(decorated) is embed
     assert decorated.name == embed.__qualname__
     with decorated:
