@@ -7,16 +7,27 @@ from importlib import metadata as _metadata
 from ._batcher import Batcher, batch
 from ._collate import Collate
 from ._deadline import deadline
-from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
+from ._errors import (
+    BadBatchOutput,
+    BatcherClosed,
+    BatchSizeMismatch,
+    CircuitOpen,
+    DeadlineExceeded,
+    ItemTooLarge,
+    MicrobatchError,
+    Overloaded,
+)
 from ._options import BatcherOptions
 from ._protocol import SupportsBatching
 from ._stats import Histogram, Stats
 
 __all__ = [
+    "BadBatchOutput",
     "BatchSizeMismatch",
     "Batcher",
     "BatcherClosed",
     "BatcherOptions",
+    "CircuitOpen",
     "Collate",
     "DeadlineExceeded",
     "Histogram",

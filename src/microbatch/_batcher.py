@@ -16,15 +16,17 @@ from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
 
 from . import _clock
 from ._admission import call_timeout, refusal
+from ._breaker import Breaker
 from ._collate import Collate
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
+from ._isolate import BatchErrors, Verdict
 from ._lifecycle import Lifecycle
 from ._methods import PerInstance
 from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
+from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
 from ._worker import Worker, track_for_fork
@@ -51,7 +53,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     __slots__ = (
         *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "_pending", "__weakref__",
+        "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker", "__weakref__",
         "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
@@ -85,7 +87,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self.timeout: Final[float | None] = values["timeout"]
         self.on_worker_start: Final[Callable[[], object] | None] = values["on_worker_start"]
         self.max_queue_delay_ms: Final[float | None] = values["max_queue_delay_ms"]
-        # Not Final for mypy only because protocols (_execute.Outcomes) read it as a plain attribute.
+        self.breaker_threshold: Final[int | None] = values["breaker_threshold"]
+        self.breaker_open_ms: Final[float] = values["breaker_open_ms"]
+        # These two are not Final for mypy only because protocols (the worker's Engine, _execute's
+        # Outcomes) read them as plain attributes; __setattr__ refuses to change them all the same.
+        self.batch_errors: BatchErrors = values["batch_errors"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = (
@@ -95,6 +101,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
 
@@ -164,7 +171,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
         """
         self._worker.refuse_own_thread("map", "amap", self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
@@ -186,7 +193,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     ) -> list[Any]:
         """Async :meth:`map`."""
         self._worker.refuse_own_thread("amap", None, self.name)
-        batch_items = list(items)
+        batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -197,7 +204,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
+            breaker = self._breaker.report(_clock.now())
+            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
@@ -235,7 +243,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 "split it into smaller maps or raise max_queue_size"
             )
         size_of = self._size_of
-        tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        try:
+            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+        except Exception:
+            self._count_rejected(n)  # ItemTooLarge, or a size function that failed: refused like any other
+            raise
         request = Request(items, single, deadline, now, waiter, tokens)
         request.return_exceptions = return_exceptions
         with self._lock:
@@ -243,9 +255,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            refused = refusal(
-                policy, queue.depth, self._running, n, self.max_queue_size, self.max_queue_delay_ms, self.name
-            )
+            refused = self._breaker.refusal(
+                now, self.name, n, queue.depth + self._running, self.max_batch_size
+            ) or refusal(policy, queue.depth, self._running, n, self.max_queue_size, self.max_queue_delay_ms, self.name)
             if refused is not None:
                 self._stats.rejected += n
                 raise refused
@@ -290,11 +302,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         if request.done:
             return False
         request.done = True
+        if request.failed:  # a map with return_exceptions: its failed items count as failed
+            self._stats.resolved("failed", request.failed, 0)
+        self._stats.resolved(outcome, request.size - request.failed, max(0, request.cursor - request.failed))
         self._queue.discard(request)
         self._pending.discard(request)
-        if request.failed:  # a map with return_exceptions: its failed items count as failed
-            self._stats.resolved("failed", request.failed)
-        self._stats.resolved(outcome, request.size - request.failed)
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -338,10 +350,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            if not self._closing and queue.depth < self.max_batch_size:
-                delay = policy.company_delay(now, queue.oldest_arrival)
-                if delay > 0:
-                    return None, delay
+            reason, delay = policy.why_now(
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival
+            )
+            if reason is None:
+                return None, delay
             policy.dispatched()
             batch, expired, real, padded = queue.take(now)
             for request in expired:
@@ -353,6 +366,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
                 self._running = running
+                stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
                 return batch, None
@@ -404,9 +418,15 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, verdict: Verdict, retries: int) -> None:
         with self._lock:
             self._running = 0
+            self._stats.retries += retries
+            now = _clock.now()
+            if self._breaker.ended(now, verdict):
+                error = self._breaker.open_error(now, self.name)
+                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+                self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:

@@ -40,6 +40,9 @@ class PlainOptions(TypedDict, total=False):
     timeout: float | None
     on_worker_start: Callable[[], object] | None
     max_queue_delay_ms: float | None
+    batch_errors: type[BaseException] | tuple[type[BaseException], ...]
+    breaker_threshold: int | None
+    breaker_open_ms: float
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -121,6 +124,19 @@ def _hook(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
 
 
+def _exception_types(name: str, value: Any) -> None:
+    classes = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(
+            f"{name} must be an exception class or a tuple of them, like (TimeoutError, ConnectionError), got {value!r}"
+        )
+
+
+def _positive_milliseconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of milliseconds > 0, got {value!r}")
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -157,6 +173,15 @@ OPTIONS: Mapping[str, Option] = {
         Option("max_queue_delay_ms", None, _milliseconds,
                "refuse a call with Overloaded when the cost model predicts it would wait longer than this "
                "before its batch starts (None: off)"),
+        Option("batch_errors", (), _exception_types,
+               "exception types that mean the whole batch failed (a model or backend fault): never bisected, "
+               "they fail every call of the batch and count towards the circuit breaker"),
+        Option("breaker_threshold", 5, _integer(1, optional=True),
+               "batch-wide failures in a row that open the circuit breaker (calls then raise CircuitOpen); "
+               "None turns the breaker off"),
+        Option("breaker_open_ms", 1000.0, _positive_milliseconds,
+               "how long the breaker first stays open before a probe batch; each failed probe doubles it, "
+               "up to 32 times this"),
     )
 }
 

@@ -25,8 +25,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
-__all__ = ["ArrivalRate", "CostModel", "WaitPolicy"]
+__all__ = ["DISPATCH_REASONS", "ArrivalRate", "CostModel", "DispatchReason", "WaitPolicy"]
+
+# Why a batch was dispatched when it was (counted in Stats.dispatch_reasons; the README explains each).
+DispatchReason = Literal["full", "idle", "wait_bound", "company_ended", "token_budget", "drain"]
+DISPATCH_REASONS: tuple[DispatchReason, ...] = ("full", "idle", "wait_bound", "company_ended", "token_budget", "drain")
 
 COST_WINDOW = 64  # batches the cost model is fitted over: recent enough to follow a warming model
 RATE_TAU = 0.5  # seconds; the arrival rate's memory, a few client round trips
@@ -126,7 +131,7 @@ class WaitPolicy:
     """
 
     __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "cost", "arrivals", "_wait_started", "_last_arrival",
-                 "_burst_gap")
+                 "_burst_gap", "reason")
 
     def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int) -> None:
         self.max_wait_ms = max_wait_ms
@@ -134,6 +139,7 @@ class WaitPolicy:
         self.max_batch_size = max_batch_size
         self.cost = CostModel()
         self.arrivals = ArrivalRate()
+        self.reason: DispatchReason = "idle"  # why company_delay last said to go now
         self.reset()
 
     def __repr__(self) -> str:
@@ -156,12 +162,31 @@ class WaitPolicy:
         """The queue is being served (or is empty): the next wait for company starts afresh."""
         self._wait_started = None
 
+    def why_now(
+        self, now: float, depth: int, budget_full: bool, closing: bool, oldest_arrival: Callable[[float], float]
+    ) -> tuple[DispatchReason | None, float]:
+        """Why ``depth`` queued items go now; or None and how many seconds to wait for company first.
+
+        ``budget_full``: they hold a whole token budget; ``closing``: the batcher is draining.
+        """
+        if depth >= self.max_batch_size:
+            return "full", 0.0
+        if budget_full:
+            return "token_budget", 0.0
+        if closing:
+            return "drain", 0.0
+        delay = self.company_delay(now, oldest_arrival)
+        return (self.reason, 0.0) if delay <= 0 else (None, delay)
+
     def company_delay(self, now: float, oldest_arrival: Callable[[float], float]) -> float:
-        """Seconds worth waiting for more items before dispatching what is queued (0: go now)."""
+        """Seconds worth waiting for more items before dispatching what is queued (0: go now, for ``reason``)."""
         if self.max_wait_ms is not None:
             if self.max_wait_ms == 0:
+                self.reason = "idle"
                 return 0.0
+            self.reason = "wait_bound"
             return oldest_arrival(now) + self.max_wait_ms / 1000.0 - now
+        self.reason = "idle"
         fixed = self.cost.fixed
         if fixed is None or fixed <= 0:
             return 0.0
@@ -170,6 +195,7 @@ class WaitPolicy:
             if self.arrivals.at(now) * fixed < 1.0:
                 return 0.0
             self._wait_started = now
+        self.reason = "company_ended"
         if self._last_arrival <= self._wait_started:
             # Nobody has come yet: callers released by the last batch may still be on their way
             # back (a client's round trip), so give them up to one fixed cost.
@@ -179,6 +205,8 @@ class WaitPolicy:
         # Once company arrives, keep waiting only while the burst goes on: returning callers come
         # close together, and a few typical in-burst gaps of silence mean it is over.
         quiet = self._last_arrival + min(max(QUIET_GAPS * self._burst_gap, MIN_QUIET), fixed / 2)
+        if give_up <= quiet:
+            self.reason = "wait_bound"
         return min(give_up, quiet) - now
 
     def aging(self) -> float:

@@ -12,14 +12,14 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from ._errors import ItemTooLarge
 from ._policy import CostModel
 from ._waiters import Waiter
 
-__all__ = ["SMALL_RIDE", "Request", "RequestQueue", "Slice", "Taken", "measure", "padded_tokens"]
+__all__ = ["SMALL_RIDE", "Request", "RequestQueue", "Slice", "Taken", "as_items", "measure", "padded_tokens"]
 
 SMALL_RIDE = 0.75  # the share of max_batch_size a batch carrying small requests fills with large ones
 _WINDOW_BATCHES = 4  # length-aware forming looks this many batches' worth of items down the heap
@@ -64,6 +64,17 @@ Slice = tuple[Request, int, int]
 Taken = tuple[list[Slice], list[Request], int, int]
 
 
+def as_items(items: Iterable[Any], method: str) -> list[Any]:
+    """The items of a map, refusing a string (which would otherwise be split into one item per character)."""
+    if isinstance(items, (str, bytes, bytearray)):
+        word = "text" if isinstance(items, str) else "blob"
+        raise TypeError(
+            f"{method}() takes an iterable of items and would split this {type(items).__name__} into one item per "
+            f"character: pass [{word}] to run it as one item, or {method}(list_of_{word}s) for many"
+        )
+    return list(items)
+
+
 def measure(size_of: Callable[[Any], int], items: list[Any], budget: int | None, name: str) -> list[int]:
     """Each item's length, checked against the token budget before anything is queued."""
     tokens = [size_of(item) for item in items]
@@ -82,11 +93,12 @@ def measure(size_of: Callable[[Any], int], items: list[Any], budget: int | None,
 class RequestQueue:
     """The heap of queued requests and the rules that form the next batch from it. Callers hold the lock.
 
-    ``depth`` counts queued, not yet dispatched items of unresolved requests.
+    ``depth`` counts queued, not yet dispatched items of unresolved requests; ``tokens`` their lengths
+    (length-aware batchers), so that a queue already holding a token budget's worth is sent without waiting.
     """
 
     __slots__ = (
-        "_heap", "_seq", "depth", "max_batch_size", "small_request_size", "_small_ride", "max_batch_tokens",
+        "_heap", "_seq", "depth", "tokens", "max_batch_size", "small_request_size", "_small_ride", "max_batch_tokens",
         "group_by_length", "length_aware", "_token_cost",
     )
 
@@ -97,6 +109,7 @@ class RequestQueue:
         self._heap: list[tuple[float, int, Request]] = []
         self._seq = itertools.count()
         self.depth = 0
+        self.tokens = 0
         self.max_batch_size = max_batch_size
         self.small_request_size = small_request_size
         self._small_ride = max(1, math.ceil(SMALL_RIDE * max_batch_size))
@@ -111,21 +124,30 @@ class RequestQueue:
     def push(self, request: Request, key: float) -> None:
         heapq.heappush(self._heap, (key, next(self._seq), request))
         self.depth += request.size
+        if request.tokens is not None:
+            self.tokens += sum(request.tokens)
 
     def discard(self, request: Request) -> None:
         """Forget ``request``'s undispatched items (it was resolved); its heap entry goes lazily."""
         self.depth -= request.size - request.cursor
+        if request.tokens is not None:
+            self.tokens -= sum(request.tokens[request.cursor:])
         request.cursor = request.size
 
     def clear(self) -> None:
         """Drop the heap's entries once ``depth`` is 0: only resolved requests can be left."""
         self._heap.clear()
+        self.tokens = 0
 
     def drain(self) -> list[Request]:
         """Every queued request, removed from the heap, for the caller to resolve."""
         requests = [entry[2] for entry in self._heap if not entry[2].done]
         self._heap.clear()
         return requests
+
+    def budget_full(self) -> bool:
+        """The queued items hold at least one batch's token budget: waiting for company cannot grow the batch."""
+        return self.max_batch_tokens is not None and self.tokens >= self.max_batch_tokens
 
     def oldest_arrival(self, default: float) -> float:
         return min((r.arrival for _, _, r in self._heap if not r.done), default=default)
@@ -240,6 +262,7 @@ class RequestQueue:
                 heapq.heappush(heap, entry)
         if not count:
             return batch, expired, 0, 0
+        self.tokens -= reals[count - 1]
         return batch, expired, reals[count - 1], longests[count - 1] * count
 
 

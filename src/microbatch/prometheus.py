@@ -30,13 +30,19 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any, Protocol
 
 try:
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+    from prometheus_client.core import (
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+        StateSetMetricFamily,
+    )
     from prometheus_client.metrics_core import Metric
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "microbatch.prometheus needs prometheus_client: pip install prometheus-client"
     ) from exc
 
+from ._policy import DISPATCH_REASONS
 from ._stats import Histogram, Stats
 
 __all__ = ["BatcherCollector", "StatsSource"]
@@ -47,12 +53,20 @@ _LABELS = ("batcher",)
 _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("microbatch_submitted_items", "Items accepted into the queue.", "submitted"),
     ("microbatch_completed_items", "Items that got a result.", "completed"),
-    ("microbatch_failed_items", "Items whose batch function call raised.", "failed"),
-    ("microbatch_rejected_items", "Items refused at admission (queue full or batcher closed).", "rejected"),
+    ("microbatch_failed_items", "Items whose batch function call raised (or that the circuit breaker failed).",
+     "failed"),
+    ("microbatch_rejected_items",
+     "Items refused at admission (queue full, closed, too many tokens, circuit breaker open).", "rejected"),
     ("microbatch_expired_items", "Items whose deadline passed before their result was ready.", "expired"),
+    ("microbatch_expired_running_items",
+     "Expired items whose deadline passed after dispatch, while the batch function ran them (wasted work).",
+     "expired_running"),
     ("microbatch_cancelled_items", "Items cancelled by their caller or dropped by close(drain=False).", "cancelled"),
     ("microbatch_batches", "Calls of the batch function.", "batches"),
+    ("microbatch_retries", "Calls of the batch function beyond the first of a batch (bisection).", "retries"),
+    ("microbatch_breaker_opened", "Times the circuit breaker opened after batch-wide failures.", "breaker_opened"),
 )
+_BREAKER_STATES = ("closed", "open", "half_open")
 
 
 class StatsSource(Protocol):
@@ -102,6 +116,9 @@ class BatcherCollector:
             families.in_flight.add_metric(labels, stats.in_flight)
             for field, counter in families.counters.items():
                 counter.add_metric(labels, getattr(stats, field))
+            for reason in DISPATCH_REASONS:
+                families.reasons.add_metric([name, reason], stats.dispatch_reasons.get(reason, 0))
+            families.breaker.add_metric(labels, {state: stats.breaker_state == state for state in _BREAKER_STATES})
         yield from families.all()
 
     def __repr__(self) -> str:
@@ -111,7 +128,7 @@ class BatcherCollector:
 class _Families:
     """A fresh, empty set of the metric families a scrape fills."""
 
-    __slots__ = ("batch_size", "queue_wait", "run_time", "queue_depth", "in_flight", "counters")
+    __slots__ = ("batch_size", "queue_wait", "run_time", "queue_depth", "in_flight", "counters", "reasons", "breaker")
 
     def __init__(self) -> None:
         self.batch_size = HistogramMetricFamily(
@@ -131,10 +148,18 @@ class _Families:
         )
         # Keyed by the Stats field each counter reports.
         self.counters = {field: CounterMetricFamily(name, text, labels=_LABELS) for name, text, field in _COUNTERS}
+        self.reasons = CounterMetricFamily(
+            "microbatch_dispatched_batches", "Batches dispatched, by why they were sent (the README lists reasons).",
+            labels=(*_LABELS, "reason"),
+        )
+        self.breaker = StateSetMetricFamily(
+            "microbatch_breaker_state", "The circuit breaker's state: closed, open or half_open.", labels=_LABELS
+        )
 
     def all(self) -> Iterator[Metric]:
         yield from (self.batch_size, self.queue_wait, self.run_time, self.queue_depth, self.in_flight)
         yield from self.counters.values()
+        yield from (self.reasons, self.breaker)
 
 
 def _summed(snapshots: list[Stats]) -> Stats:

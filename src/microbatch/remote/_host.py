@@ -16,7 +16,7 @@ import msgpack
 from redis.exceptions import NoScriptError, ResponseError
 
 from .. import Batcher
-from .._errors import DeadlineExceeded, Overloaded
+from .._errors import CircuitOpen, DeadlineExceeded, Overloaded
 from ._codec import Codec, MsgpackCodec
 from ._redis import CONNECT_TIMEOUT, OUTAGE, async_client, redacted
 from ._stats import stats_to_data
@@ -259,6 +259,8 @@ class Host:
                     else:
                         results = await self.batcher.amap(items, timeout=timeout)
                     break
+                except CircuitOpen:
+                    raise  # the model is failing: the caller hears it (with retry_after) instead of waiting here
                 except Overloaded:
                     # A map larger than this host's free room: wait for the next finished entry.
                     freed = self._freed
