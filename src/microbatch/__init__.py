@@ -6,6 +6,7 @@ from importlib import metadata as _metadata
 
 from ._batcher import Batcher, batch
 from ._collate import Collate
+from ._columns import ColumnBatcher, ColumnDecorator, batch_columns
 from ._deadline import deadline
 from ._errors import (
     BadBatchOutput,
@@ -29,6 +30,8 @@ __all__ = [
     "BatcherOptions",
     "CircuitOpen",
     "Collate",
+    "ColumnBatcher",
+    "ColumnDecorator",
     "DeadlineExceeded",
     "Histogram",
     "ItemTooLarge",
@@ -37,6 +40,7 @@ __all__ = [
     "Stats",
     "SupportsBatching",
     "batch",
+    "batch_columns",
     "deadline",
 ]
 

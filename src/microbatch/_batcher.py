@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Final, Generic, Literal, TypeVar, Unpack, overload
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from . import _clock
 from ._admission import call_timeout, refusal
@@ -21,6 +21,7 @@ from ._collate import Collate
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
+from ._groups import GroupCosts, group_keys
 from ._isolate import BatchErrors, Verdict
 from ._lifecycle import Lifecycle
 from ._methods import PerInstance
@@ -52,8 +53,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker", "__weakref__",
+        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs", "_stats", "_worker",
+        "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker", "__weakref__",
         "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
@@ -89,18 +90,21 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self.max_queue_delay_ms: Final[float | None] = values["max_queue_delay_ms"]
         self.breaker_threshold: Final[int | None] = values["breaker_threshold"]
         self.breaker_open_ms: Final[float] = values["breaker_open_ms"]
+        self.group_by: Final[Callable[[Any], Hashable] | None] = values["group_by"]
+        self.size_of: Final[Callable[[Any], int] | None] = values["size_of"]
         # These two are not Final for mypy only because protocols (the worker's Engine, _execute's
         # Outcomes) read them as plain attributes; __setattr__ refuses to change them all the same.
         self.batch_errors: BatchErrors = values["batch_errors"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
-        self._size_of: Callable[[Any], int] | None = (
+        self._size_of: Callable[[Any], int] | None = self.size_of or (
             collate.size if collate is not None else (len if budget is not None else None)
         )
         super().__init__()
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._group_costs = None if self.group_by is None else GroupCosts()
         self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
@@ -109,7 +113,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self._lock = threading.Lock()
         self._queue = RequestQueue(
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
-            self._size_of is not None, self._token_cost,
+            self._size_of is not None, self._token_cost, self._group_costs,
         )
         self._running = 0  # items in the batch being run
         self._closing = False
@@ -245,10 +249,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         size_of = self._size_of
         try:
             tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+            keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
         except Exception:
-            self._count_rejected(n)  # ItemTooLarge, or a size function that failed: refused like any other
+            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
             raise
-        request = Request(items, single, deadline, now, waiter, tokens)
+        request = Request(items, single, deadline, now, waiter, tokens, keys)
         request.return_exceptions = return_exceptions
         with self._lock:
             queue, policy, worker = self._queue, self._policy, self._worker
@@ -350,8 +355,10 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
+            groups = self._group_costs  # the wait for company reads the cost of the group that will run
             reason, delay = policy.why_now(
-                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival,
+                None if groups is None else groups.batch_cost(queue.next_key()),
             )
             if reason is None:
                 return None, delay
@@ -392,8 +399,13 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         outbox: Outbox = []
         with self._lock:
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
+            padded = None
             if self._size_of is not None:
-                self._token_cost.add(padded_tokens(part), seconds)
+                padded = padded_tokens(part)
+                self._token_cost.add(padded, seconds)
+            if self._group_costs is not None:
+                first, start, _ = part[0]  # a batch holds one group: its first item's key is the batch's
+                self._group_costs.add(cast("list[Hashable]", first.keys)[start], len(values), seconds, padded)
             offset = 0
             for request, start, stop in part:
                 if request.single:

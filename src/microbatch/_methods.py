@@ -9,6 +9,7 @@ instances come and go; :meth:`PerInstance.instances` lists the live ones for a c
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from collections.abc import Callable
@@ -66,7 +67,7 @@ class PerInstance:
             bound = namespace.get(self._attr_name)
             if not isinstance(bound, type(self)):
                 options = {name: getattr(self, name) for name in OPTIONS}
-                fn = bind_weakly(self._fn, instance, f"{owner.__name__}.{self._attr_name}")
+                fn = bind_weakly(self._fn, instance, owner, f"{owner.__name__}.{self._attr_name}")
                 bound = type(self)(fn, **options)  # type: ignore[call-arg]
                 vars(bound).update(vars(self))  # @batch's wrapper attributes (__name__, __doc__, __wrapped__)
                 namespace[self._attr_name] = bound
@@ -76,8 +77,12 @@ class PerInstance:
             return bound
 
 
-def bind_weakly(fn: Callable[..., Any], instance: object, method: str) -> Callable[[Any], Any]:
-    """``fn`` bound to ``instance`` through a weak reference, keeping ``fn``'s sync or async kind."""
+def bind_weakly(fn: Callable[..., Any], instance: object, owner: type, method: str) -> Callable[..., Any]:
+    """``fn`` bound to ``instance`` as ``fn.__get__`` binds it, but through a weak reference.
+
+    It keeps what the bound method shows (sync or async, name, signature without ``self``), so a
+    column batch function reads its parameters from it; each call binds afresh from the weak reference.
+    """
     try:
         ref = weakref.ref(instance)
     except TypeError:
@@ -85,26 +90,37 @@ def bind_weakly(fn: Callable[..., Any], instance: object, method: str) -> Callab
             f"@batch on {method} needs instances that support weak references (its batcher must not keep "
             "them alive); add '__weakref__' to the class's __slots__"
         ) from None
-
+    bound = fn.__get__(instance, owner)  # read here only: nothing below may hold the instance
     gone = f"the object owning {method} was garbage-collected; keep a reference to it while calling its batcher"
 
-    def owner() -> object:  # closes over the weak reference only: nothing here may hold the instance
+    def target() -> Callable[..., Any]:
         alive = ref()
         if alive is None:
             raise BatcherClosed(gone)
-        return alive
+        return fn.__get__(alive, owner)  # type: ignore[no-any-return]
 
-    if is_async_callable(fn):
+    weak: Callable[..., Any]
+    if is_async_callable(bound):
 
-        async def call_async(items: Any) -> Any:
-            return await fn(owner(), items)
+        async def call_async(*args: Any, **kwargs: Any) -> Any:
+            return await target()(*args, **kwargs)
 
-        return call_async
+        weak = call_async
+    else:
 
-    def call(items: Any) -> Any:
-        return fn(owner(), items)
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return target()(*args, **kwargs)
 
-    return call
+        weak = call
+    attributes = vars(weak)
+    for name in ("__name__", "__qualname__", "__doc__", "__module__"):
+        if hasattr(bound, name):
+            setattr(weak, name, getattr(bound, name))
+    try:
+        attributes["__signature__"] = inspect.signature(bound)
+    except (TypeError, ValueError):
+        pass  # a callable without a readable signature is called with one list, as before
+    return weak
 
 
 def _owner_collected(batcher: _Closable, name: str) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
@@ -43,6 +43,8 @@ class PlainOptions(TypedDict, total=False):
     batch_errors: type[BaseException] | tuple[type[BaseException], ...]
     breaker_threshold: int | None
     breaker_open_ms: float
+    group_by: Callable[[Any], Hashable] | None
+    size_of: Callable[[Any], int] | None
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -137,6 +139,22 @@ def _positive_milliseconds(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a number of milliseconds > 0, got {value!r}")
 
 
+def _key_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its group key (or None), got {type(value).__name__}; "
+            "for example operator.itemgetter('language')"
+        )
+
+
+def _size_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its length in tokens (or None), "
+            f"got {type(value).__name__}; for example lambda item: len(item['input_ids'])"
+        )
+
+
 def _collate(name: str, value: Any) -> None:
     if value is not None and not isinstance(value, Collate):
         raise TypeError(
@@ -182,6 +200,14 @@ OPTIONS: Mapping[str, Option] = {
         Option("breaker_open_ms", 1000.0, _positive_milliseconds,
                "how long the breaker first stays open before a probe batch; each failed probe doubles it, "
                "up to 32 times this"),
+        Option("group_by", None, _key_function,
+               "a function of an item returning its group key (hashable): a batch only holds items with equal "
+               "keys (settings that must be the same for the whole batch); called on the caller's thread",
+               app_wide=False),
+        Option("size_of", None, _size_function,
+               "a function of an item returning its length in tokens, for max_batch_tokens and length grouping "
+               "(default: collate.size with a collate, else len(item)); called on the caller's thread",
+               app_wide=False),
     )
 }
 

@@ -163,11 +163,13 @@ class WaitPolicy:
         self._wait_started = None
 
     def why_now(
-        self, now: float, depth: int, budget_full: bool, closing: bool, oldest_arrival: Callable[[float], float]
+        self, now: float, depth: int, budget_full: bool, closing: bool, oldest_arrival: Callable[[float], float],
+        cost: CostModel | None = None,
     ) -> tuple[DispatchReason | None, float]:
         """Why ``depth`` queued items go now; or None and how many seconds to wait for company first.
 
-        ``budget_full``: they hold a whole token budget; ``closing``: the batcher is draining.
+        ``budget_full``: they hold a whole token budget; ``closing``: the batcher is draining; ``cost``:
+        the model of the batch about to form (its group's), when it has one of its own.
         """
         if depth >= self.max_batch_size:
             return "full", 0.0
@@ -175,11 +177,16 @@ class WaitPolicy:
             return "token_budget", 0.0
         if closing:
             return "drain", 0.0
-        delay = self.company_delay(now, oldest_arrival)
+        delay = self.company_delay(now, oldest_arrival, cost)
         return (self.reason, 0.0) if delay <= 0 else (None, delay)
 
-    def company_delay(self, now: float, oldest_arrival: Callable[[float], float]) -> float:
-        """Seconds worth waiting for more items before dispatching what is queued (0: go now, for ``reason``)."""
+    def company_delay(
+        self, now: float, oldest_arrival: Callable[[float], float], cost: CostModel | None = None
+    ) -> float:
+        """Seconds worth waiting for more items before dispatching what is queued (0: go now, for ``reason``).
+
+        ``cost`` is the model of the batch about to form (its group's), when it has one of its own.
+        """
         if self.max_wait_ms is not None:
             if self.max_wait_ms == 0:
                 self.reason = "idle"
@@ -187,7 +194,9 @@ class WaitPolicy:
             self.reason = "wait_bound"
             return oldest_arrival(now) + self.max_wait_ms / 1000.0 - now
         self.reason = "idle"
-        fixed = self.cost.fixed
+        if cost is None:
+            cost = self.cost
+        fixed = cost.fixed
         if fixed is None or fixed <= 0:
             return 0.0
         if self._wait_started is None:
@@ -200,7 +209,7 @@ class WaitPolicy:
             # Nobody has come yet: callers released by the last batch may still be on their way
             # back (a client's round trip), so give them up to one fixed cost.
             return self._wait_started + fixed - now
-        full = self.cost.estimate(self.max_batch_size) or fixed
+        full = cost.estimate(self.max_batch_size) or fixed
         give_up = self._wait_started + min(GIVE_UP_FIXED_COSTS * fixed, full)
         # Once company arrives, keep waiting only while the burst goes on: returning callers come
         # close together, and a few typical in-burst gaps of silence mean it is over.
