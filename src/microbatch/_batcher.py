@@ -12,20 +12,22 @@ import asyncio
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any, Generic, TypeVar, Unpack, cast, overload
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._admission import call_timeout, refusal
 from ._breaker import Breaker
 from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
 from ._crew import Crew, replicas_of
-from ._deadline import remaining
-from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
+from ._decorator import decorator
+from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
 from ._groups import GroupCosts, group_keys
 from ._isolate import BatchErrors, Verdict
+from ._lifecycle import Lifecycle
 from ._methods import PerInstance
-from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
+from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
@@ -43,7 +45,7 @@ logger = logging.getLogger("microbatch")
 BatchFunction = Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]]
 
 
-class Batcher(PerInstance, Generic[T, U]):
+class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     """Groups concurrent calls into batches, runs ``fn`` once per batch, and hands each caller its result.
 
     ``fn`` takes a list of items and returns one output per item, in order; it may be ``async def``.
@@ -51,13 +53,15 @@ class Batcher(PerInstance, Generic[T, U]):
     and ``await b.amap(items)`` submit many items as one request. See the README for the full
     contract: wait policy, priority, backpressure, deadlines, cancellation and error isolation.
 
-    Every option is keyword-only and kept as a read-only attribute of the same name:
+    Every option is keyword-only and kept as a read-only attribute of the same name (options are
+    fixed at construction: build a new Batcher to change one):
     """
 
     __slots__ = (
         *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
-        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_breaker",
+        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
         "__weakref__",
+        "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
     @overload
@@ -82,24 +86,27 @@ class Batcher(PerInstance, Generic[T, U]):
         self._replicas = replicas_of(fn)
         values = resolve(options)
         self._fn = fn = self._replicas[0]
-        self.max_batch_size: int = values["max_batch_size"]
-        self.max_wait_ms: float | None = values["max_wait_ms"]
-        self.small_request_size: int = values["small_request_size"]
-        self.max_queue_size: int = values["max_queue_size"]
-        self.on_error: OnError = values["on_error"]
-        self.aging_ms: float | None = values["aging_ms"]
-        self.collate: Collate | None = values["collate"]
-        self.max_batch_tokens: int | None = values["max_batch_tokens"]
-        self.group_by_length: bool = values["group_by_length"]
-        self.timeout: float | None = values["timeout"]
-        self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self.max_batch_size: Final[int] = values["max_batch_size"]
+        self.max_wait_ms: Final[float | None] = values["max_wait_ms"]
+        self.small_request_size: Final[int] = values["small_request_size"]
+        self.max_queue_size: Final[int] = values["max_queue_size"]
+        self.on_error: Final[OnError] = values["on_error"]
+        self.aging_ms: Final[float | None] = values["aging_ms"]
+        self.collate: Final[Collate | None] = values["collate"]
+        self.max_batch_tokens: Final[int | None] = values["max_batch_tokens"]
+        self.group_by_length: Final[bool] = values["group_by_length"]
+        self.timeout: Final[float | None] = values["timeout"]
+        self.on_worker_start: Final[Callable[[], object] | None] = values["on_worker_start"]
+        self.max_queue_delay_ms: Final[float | None] = values["max_queue_delay_ms"]
+        self.breaker_threshold: Final[int | None] = values["breaker_threshold"]
+        self.breaker_open_ms: Final[float] = values["breaker_open_ms"]
+        self.group_by: Final[Callable[[Any], Hashable] | None] = values["group_by"]
+        self.size_of: Final[Callable[[Any], int] | None] = values["size_of"]
+        self.max_concurrent_batches: Final[int] = values["max_concurrent_batches"]
+        self.coalesce: Final[bool | Callable[[Any], Hashable]] = values["coalesce"]
+        # These two are not Final for mypy only because protocols (the worker's Engine, _execute's
+        # Outcomes) read them as plain attributes; __setattr__ refuses to change them all the same.
         self.batch_errors: BatchErrors = values["batch_errors"]
-        self.breaker_threshold: int | None = values["breaker_threshold"]
-        self.breaker_open_ms: float = values["breaker_open_ms"]
-        self.group_by: Callable[[Any], Hashable] | None = values["group_by"]
-        self.size_of: Callable[[Any], int] | None = values["size_of"]
-        self.max_concurrent_batches: int = values["max_concurrent_batches"]
-        self.coalesce: bool | Callable[[Any], Hashable] = values["coalesce"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
         self._size_of: Callable[[Any], int] | None = self.size_of or (
@@ -130,7 +137,18 @@ class Batcher(PerInstance, Generic[T, U]):
         )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
+        self._pending: set[Request] = set()  # accepted and unresolved: what close(timeout=...) fails at its timeout
         self._policy.reset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A changed option would leave the queue, the policy and the worker built for the old value
+        # (max_batch_size = 0 livelocks the worker), so options are fixed once set by __init__.
+        if name in OPTIONS and hasattr(self, name):
+            raise AttributeError(
+                f"{name} of batcher {self.name!r} is read-only: options are fixed at construction; "
+                f"build a new Batcher({name}=...) (and close this one) to change it"
+            )
+        object.__setattr__(self, name, value)
 
     def _reset_after_fork(self) -> None:
         # The parent's worker thread and callers do not exist in a forked child: start afresh there.
@@ -154,63 +172,52 @@ class Batcher(PerInstance, Generic[T, U]):
         request, timeout = self._admit([item], True, timeout, waiter)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request (admitted whole or not at all); results in input order."""
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request (admitted whole or not at all); results in input order.
+
+        With ``return_exceptions`` an item whose batch function call failed (after isolation) has its
+        exception in its place instead of failing the whole map; errors of the map as a whole
+        (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
+        """
         self._crew.refuse_own_thread("map", "amap", self.name)
         batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
         self._crew.refuse_own_thread("amap", None, self.name)
         batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
-
-    def start(self) -> None:
-        """Start the worker now instead of at the first call (it also starts by itself)."""
-        with self._lock:
-            if self._closing:
-                raise BatcherClosed(f"batcher {self.name!r} is closed; create a new Batcher")
-            if not self._crew.started:
-                self._crew.start(self.name)
-
-    def close(self, drain: bool = True) -> None:
-        """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
-
-        Blocks until the workers have stopped (every batch in flight finished).
-        """
-        for thread in self._begin_close(drain):
-            if thread is not threading.current_thread():
-                thread.join()
-
-    async def aclose(self, drain: bool = True) -> None:
-        """Async :meth:`close`: awaits the worker's exit without blocking the loop."""
-        threads = [t for t in self._begin_close(drain) if t is not threading.current_thread()]
-        if not threads:
-            return
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        with self._lock:
-            stopped = self._stopped
-            if not stopped:
-                self._exit_waiters.append(waiter)
-        if not stopped:
-            await asyncio.shield(waiter.future)
-        # The last worker signals the exit as its last act: these joins are immediate, then the threads are gone.
-        for thread in threads:
-            thread.join()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` or :meth:`aclose` has been called."""
-        return self._closing
 
     @property
     def stats(self) -> Stats:
@@ -218,18 +225,6 @@ class Batcher(PerInstance, Generic[T, U]):
         with self._lock:
             breaker = self._breaker.report(_clock.now())
             return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
-
-    def __enter__(self) -> Batcher[T, U]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close(drain=True)
-
-    async def __aenter__(self) -> Batcher[T, U]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose(drain=True)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
@@ -243,16 +238,14 @@ class Batcher(PerInstance, Generic[T, U]):
     # ------------------------------------------------------------------ admission and outcomes
 
     def _admit(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = remaining(self.timeout if timeout is None else timeout)
+        timeout = call_timeout(timeout, self.timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
         if timeout is not None:
-            if timeout != timeout:  # NaN compares false with everything, so it would never expire
-                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout <= 0:
                 self._count_rejected(n)
                 raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
@@ -272,26 +265,24 @@ class Batcher(PerInstance, Generic[T, U]):
             raise
         same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
         request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
+        request.return_exceptions = return_exceptions
         with self._lock:
             queue, policy, crew = self._queue, self._policy, self._crew
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            refusal = self._breaker.refusal(now, self.name, n, queue.depth + self._running, self.max_batch_size)
-            if refusal is not None:
-                self._stats.rejected += n
-                raise refusal
             fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            if queue.depth + fresh > self.max_queue_size:
+            refused = self._breaker.refusal(
+                now, self.name, n, queue.depth + self._running, self.max_batch_size
+            ) or refusal(
+                policy, queue.depth, self._running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+            )
+            if refused is not None:
                 self._stats.rejected += n
-                retry_after = policy.retry_after(queue.depth + fresh - self.max_queue_size)
-                raise Overloaded(
-                    f"batcher {self.name!r} has {queue.depth} items queued (max_queue_size={self.max_queue_size}); "
-                    f"retry in {retry_after:.3g}s",
-                    retry_after=retry_after,
-                )
+                raise refused
             if not crew.started:
                 crew.start(self.name)
+            self._pending.add(request)
             queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
             self._stats.submitted += n
             self._stats.coalesced += n - fresh
@@ -337,9 +328,12 @@ class Batcher(PerInstance, Generic[T, U]):
         coalescer = self._coalescer
         dispatched = request.cursor if coalescer is None else coalescer.dispatched(request)
         self._queue.discard(request)
+        self._pending.discard(request)
         if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
             return True  # a job: its callers were resolved (or left) one by one
-        self._stats.resolved(outcome, request.size, dispatched)
+        if request.failed:  # a map with return_exceptions: its failed items count as failed
+            self._stats.resolved("failed", request.failed, 0)
+        self._stats.resolved(outcome, request.size - request.failed, max(0, dispatched - request.failed))
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -348,12 +342,12 @@ class Batcher(PerInstance, Generic[T, U]):
 
     # ------------------------------------------------------------------ lifecycle and what the worker reports
 
-    def _begin_close(self, drain: bool) -> list[threading.Thread]:
+    def _begin_close(self, drain: bool, why: str = "closed") -> list[threading.Thread]:
         with self._lock:
             self._closing = True
             if not drain:
                 self._drop_queued_locked(
-                    lambda: BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
+                    lambda: BatcherClosed(f"batcher {self.name!r} {why} before this call ran"), "cancelled"
                 )
             self._crew.wake_all()
             return self._crew.threads()
@@ -453,7 +447,14 @@ class Batcher(PerInstance, Generic[T, U]):
             for request, start, stop in part:
                 if type(request) is Job:
                     cast(Coalescer, self._coalescer).fail(request, start, stop, exc, self._finish_locked, outbox)
-                elif not request.done:
+                    continue
+                if request.done:
+                    continue
+                if request.return_exceptions:
+                    request.failed += stop - start
+                    if request.fill(start, stop, [clone(exc) for _ in range(start, stop)], 0):
+                        self._finish_locked(request, request.results, None, "completed", outbox)
+                else:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
@@ -484,16 +485,4 @@ Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
 Batcher.__init__.__signature__ = signature("self", "fn")  # type: ignore[attr-defined]
 
 
-def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
-    """Decorator form of :class:`Batcher`, taking the same keyword arguments.
-
-    On a function it returns a :class:`Batcher`; on a method, each instance gets its own batcher the
-    first time the attribute is read (so ``self`` is bound and instances never share batches).
-    """
-
-    def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
-        # Typed loosely: a method takes (self, items) until the instance binds it; the options pass
-        # through whichever overload they fit.
-        return Batcher(fn, **cast(dict[str, Any], options))
-
-    return decorate
+batch = decorator(Batcher)

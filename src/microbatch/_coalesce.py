@@ -214,8 +214,15 @@ class Coalescer:
             entry = job.entries[index]
             if entry.settled:
                 continue
-            for ticket, _ in self._settle(entry):
-                finish(ticket, None, clone(exc) if outbox else exc, "failed", outbox)
+            for ticket, position in self._settle(entry):
+                if ticket.done:
+                    continue
+                if ticket.return_exceptions:  # a map that takes its failed items' exceptions in their places
+                    ticket.failed += 1
+                    if ticket.fill(position, position + 1, [clone(exc)], 0):
+                        finish(ticket, ticket.results, None, "completed", outbox)
+                else:
+                    finish(ticket, None, clone(exc) if outbox else exc, "failed", outbox)
         self._ran(job, start, stop, finish, outbox)
 
     def _ran(self, job: Job, start: int, stop: int, finish: Finish, outbox: Outbox) -> None:

@@ -286,3 +286,19 @@ def test_coalescing_works_with_concurrent_batches(make_batcher: Any, loop_thread
     assert results == [[i % 10, (i % 10) ** 2] for i in range(200)]
     stats = b.stats
     assert stats.completed == 200 and stats.coalesced == 200 - len(computed) and stats.in_flight == 0
+
+
+def test_a_map_with_return_exceptions_gets_each_coalesced_items_error_in_its_place(
+    make_batcher: Any, make_gate: Any
+) -> None:
+    def model(items: list[Any]) -> list[Any]:
+        if "bad" in items:
+            raise ValueError("cannot embed 'bad'")
+        return [("out", x) for x in items]
+
+    b = make_batcher(make_gate(model, open=True), max_wait_ms=0, coalesce=True, name="map-errors")
+    first, good, second = b.map(["bad", "good", "bad"], return_exceptions=True)
+    assert good == ("out", "good")
+    assert isinstance(first, ValueError) and isinstance(second, ValueError) and first is not second
+    stats = b.stats
+    assert (stats.coalesced, stats.failed, stats.completed) == (1, 2, 1)
