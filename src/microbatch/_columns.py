@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from typing import Any, Generic, Self, TypeAlias, TypeVar, TypeVarTuple, Unpack, cast, overload
+from typing import Any, Generic, Literal, Self, TypeAlias, TypeVar, TypeVarTuple, Unpack, cast, overload
 
 from ._batcher import Batcher
 from ._options import PlainOptions
@@ -206,18 +206,42 @@ class ColumnBatcher(Batcher[dict[str, Any], R], Generic[*Ts, R]):
         """Run one call in a batch from any event loop."""
         return await super().acall(self._columns.bind(args, kwargs), timeout=timeout)
 
+    @overload
     def map(
-        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[R]:
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[R]: ...
+
+    @overload
+    def map(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[R | Exception]: ...
+
+    def map(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Run many calls (argument tuples, or dicts by parameter name) as one request, admitted whole or not
-        at all; outputs in order."""
-        return super().map(self._columns.bind_rows(rows), timeout=timeout)
+        at all; outputs in order (with ``return_exceptions``, a failed call's exception in its place)."""
+        return super().map(self._columns.bind_rows(rows), timeout=timeout, return_exceptions=return_exceptions)
+
+    @overload
+    async def amap(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = ...,
+        return_exceptions: Literal[False] = ...,
+    ) -> list[R]: ...
+
+    @overload
+    async def amap(
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[R | Exception]: ...
 
     async def amap(
-        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None
-    ) -> list[R]:
+        self, rows: Iterable[tuple[*Ts] | Mapping[str, Any]], *, timeout: float | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
         """Async :meth:`map`."""
-        return await super().amap(self._columns.bind_rows(rows), timeout=timeout)
+        return await super().amap(self._columns.bind_rows(rows), timeout=timeout, return_exceptions=return_exceptions)
 
     def __repr__(self) -> str:
         text = super().__repr__()

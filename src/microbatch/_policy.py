@@ -10,7 +10,13 @@ waits only then, only while items keep arriving (a closed-loop burst of callers 
 never longer than ``a`` itself, the most that merging can save. A lone request, a quiet service, or a
 cheap function (tiny ``a``) never waits.
 
-The same model sets the aging delay of large requests and the ``retry_after`` of an overloaded queue.
+The same model sets the aging delay of large requests, predicts how long a new call would wait in
+the queue (``max_queue_delay_ms`` admission) and the ``retry_after`` of a refused call. Those two
+price each batch ahead at the model's estimate but never above the longest batch actually measured:
+right after a first batch of one, the fit cannot tell fixed from per-item cost and would extrapolate
+a full batch as ``max_batch_size`` times that batch (a 0.2 s call predicted as 6.4 s), while no
+batch observed so far took longer than 0.2 s. So a prediction is never above the cost of the batches
+queued, at the longest batch time seen, and it grows as larger batches are measured.
 Every constant of the policy is named below, with where it comes from.
 """
 
@@ -52,6 +58,11 @@ class CostModel:
         self._sn = self._st = self._snn = self._snt = 0.0
         self.fixed: float | None = None
         self.per_item: float | None = None
+
+    @property
+    def longest(self) -> float | None:
+        """The longest recent batch, in seconds (None before the first); read on refusals only."""
+        return max((t for _, t in self._samples), default=None)
 
     def add(self, n: int, duration: float) -> None:
         if len(self._samples) == self._samples.maxlen:
@@ -216,9 +227,35 @@ class WaitPolicy:
             return UNMEASURED
         return min(max(AGING_BATCHES * full, MIN_AGING), MAX_AGING)
 
+    def batch_time(self, n: int | None = None) -> float | None:
+        """Predicted seconds of a batch of ``n`` (default: a full one): the fit's estimate, capped at the
+        longest batch measured; None before the first."""
+        estimate, longest = self.cost.estimate(self.max_batch_size if n is None else n), self.cost.longest
+        if estimate is None or longest is None:
+            return None
+        return min(estimate, longest)
+
     def retry_after(self, excess: int) -> float:
-        """Seconds until ``excess`` more items would fit: the time to run that many, at least one batch."""
-        full = self.cost.estimate(self.max_batch_size)
-        if not full:
+        """Seconds until ``excess`` more items would fit: the batches that drain them, at least one."""
+        per_batch = self.batch_time()
+        if not per_batch:
             return UNMEASURED
-        return max(excess * full / self.max_batch_size, full)
+        return max(1, math.ceil(excess / self.max_batch_size)) * per_batch
+
+    def queue_delay(self, queued: int, running: int, n: int) -> float:
+        """Predicted seconds before the last of ``n`` new items starts running (0 when nothing is known).
+
+        The batch of ``running`` items running now (counted whole: how far it has got is not known),
+        then the full batches that go before the one carrying the new items. An unmeasured function
+        predicts no wait, so a cold start never refuses on a guess.
+        """
+        per_batch = self.batch_time()
+        if per_batch is None:
+            return 0.0
+        current = (self.batch_time(running) or 0.0) if running else 0.0
+        return current + (queued + n - 1) // self.max_batch_size * per_batch
+
+    def delay_retry_after(self, predicted: float, bound: float) -> float:
+        """Seconds until a call predicted to wait ``predicted`` would wait at most ``bound``: whole batches, >= 1."""
+        per_batch = self.batch_time() or UNMEASURED
+        return max(1, math.ceil((predicted - bound) / per_batch)) * per_batch

@@ -40,7 +40,7 @@ class Request:
 
     __slots__ = (
         "items", "single", "size", "cursor", "pending", "results", "deadline", "arrival", "waiter", "done", "tokens",
-        "keys",
+        "keys", "return_exceptions", "failed",
     )
 
     def __init__(
@@ -59,6 +59,8 @@ class Request:
         self.arrival = arrival
         self.waiter = waiter
         self.done = False
+        self.return_exceptions = False  # a map that takes its items' errors in place of their results
+        self.failed = 0  # items of such a map whose result is an error
 
     def fill(self, start: int, stop: int, values: list[Any], offset: int) -> bool:
         """Store a map's outputs for items ``start:stop``; True once every item has one."""

@@ -14,13 +14,20 @@ Nothing is recorded twice: the batcher already keeps its counters and cumulative
 Every series carries a ``batcher`` label, the batcher's key in the mapping. Pass a callable returning
 the mapping when the batchers are created after the collector (an app factory, a lazy registry).
 
+A key may map to a collection of batchers, which are reported summed under that one label: the
+per-instance batchers of an ``@batch`` method (``{"embed": lambda: Model.embed.instances()}`` inside
+the callable) stay one series however many instances come and go, so the label set stays bounded.
+The counters of an instance's batcher leave the sum when the instance is collected (Prometheus sees a
+counter reset); give long-lived instances keys of their own where exact totals matter.
+
 This module is the only part of microbatch that needs ``prometheus_client``; the engine never imports it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Protocol
+import dataclasses
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any, Protocol
 
 try:
     from prometheus_client.core import (
@@ -58,6 +65,8 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("microbatch_batches", "Calls of the batch function.", "batches"),
     ("microbatch_retries", "Calls of the batch function beyond the first of a batch (bisection).", "retries"),
     ("microbatch_breaker_opened", "Times the circuit breaker opened after batch-wide failures.", "breaker_opened"),
+    ("microbatch_coalesced_items", "Items that joined an identical item in flight instead of being computed.",
+     "coalesced"),
 )
 _BREAKER_STATES = ("closed", "open", "half_open")
 
@@ -72,14 +81,15 @@ class StatsSource(Protocol):
     def max_batch_size(self) -> int: ...
 
 
-Batchers = Mapping[str, StatsSource]
+Batchers = Mapping[str, StatsSource | Collection[StatsSource]]
 
 
 class BatcherCollector:
     """A ``prometheus_client`` collector reporting the stats of named batchers, read at each scrape.
 
     Register it with a ``CollectorRegistry``. ``batchers`` maps a name (the ``batcher`` label) to a
-    batcher, or is a no-argument callable returning such a mapping, called at every scrape.
+    batcher or a collection of batchers reported summed, or is a no-argument callable returning such
+    a mapping, called at every scrape.
     """
 
     __slots__ = ("_batchers",)
@@ -96,9 +106,12 @@ class BatcherCollector:
         batchers = self._batchers() if callable(self._batchers) else self._batchers
         families = _Families()
         for name, source in batchers.items():
-            stats = source.stats
+            sources = list(source) if isinstance(source, Collection) else [source]
+            if not sources:
+                continue
+            stats = _summed([s.stats for s in sources])
             labels = [name]
-            _add_batch_sizes(families.batch_size, labels, stats.batch_sizes, source.max_batch_size)
+            _add_batch_sizes(families.batch_size, labels, stats.batch_sizes, max(s.max_batch_size for s in sources))
             _add_histogram(families.queue_wait, labels, stats.queue_wait)
             _add_histogram(families.run_time, labels, stats.run_time)
             families.queue_depth.add_metric(labels, stats.queue_depth)
@@ -149,6 +162,34 @@ class _Families:
         yield from (self.batch_size, self.queue_wait, self.run_time, self.queue_depth, self.in_flight)
         yield from self.counters.values()
         yield from (self.reasons, self.breaker)
+
+
+def _summed(snapshots: list[Stats]) -> Stats:
+    """One Stats for several batchers: counts, gauges and histograms added; other fields the largest value."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Stats):
+        column = [getattr(s, field.name) for s in snapshots]
+        first = column[0]
+        if isinstance(first, bool) or isinstance(first, str):
+            values[field.name] = first
+        elif isinstance(first, int):
+            values[field.name] = sum(column)
+        elif isinstance(first, Histogram):
+            values[field.name] = Histogram(
+                first.bounds, tuple(map(sum, zip(*(h.counts for h in column), strict=True))),
+                sum(h.count for h in column), sum(h.sum for h in column),
+            )
+        elif isinstance(first, Mapping):
+            merged: dict[Any, int] = {}
+            for mapping in column:
+                for key, count in mapping.items():
+                    merged[key] = merged.get(key, 0) + count
+            values[field.name] = merged
+        else:  # percentiles, costs: not additive, and not reported by this collector
+            values[field.name] = max((v for v in column if v is not None), default=None)
+    return Stats(**values)
 
 
 def _le(bound: float) -> str:

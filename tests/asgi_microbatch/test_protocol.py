@@ -341,8 +341,8 @@ def test_the_apps_shutdown_failure_is_reported(make_batcher: Any) -> None:
 class CloseFails(Batcher[Any, Any]):
     """A batcher whose shutdown goes wrong after draining (a flush to disk that fails, say)."""
 
-    async def aclose(self, drain: bool = True) -> None:
-        await super().aclose(drain)
+    async def aclose(self, drain: bool = True, *, timeout: float | None = None) -> None:
+        await super().aclose(drain, timeout=timeout)
         raise OSError("disk full")
 
 

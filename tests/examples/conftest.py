@@ -47,6 +47,8 @@ def _django_settings(mode: str) -> dict[str, Any]:
             "fn": "examples._embedder.embed_texts",
             "max_batch_size": _api.MAX_BATCH_SIZE,
             "max_queue_size": _api.MAX_QUEUE_SIZE,
+            "max_queue_delay_ms": _api.MAX_QUEUE_DELAY_MS,
+            "coalesce": _api.COALESCE,
         }
     }
     return values
