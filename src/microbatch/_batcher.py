@@ -20,9 +20,10 @@ from ._breaker import Breaker
 from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
 from ._crew import Crew, replicas_of
+from ._deadline import remaining
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
-from ._execute import clone
+from ._execute import Ended, clone
 from ._groups import GroupCosts, group_keys
 from ._isolate import BatchErrors, Verdict
 from ._lifecycle import Lifecycle
@@ -31,7 +32,7 @@ from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
-from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
+from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, wait_async, wait_sync
 from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
@@ -59,7 +60,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     __slots__ = (
         *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
-        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
+        "_stats", "_crew", "_coalescer", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
         "__weakref__",
         "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
@@ -127,7 +128,6 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
             self._size_of is not None, self._token_cost, self._group_costs,
         )
-        self._running = 0  # items in the batches being run
         coalesce = self.coalesce
         self._coalescer = None if coalesce is False else Coalescer(None if coalesce is True else coalesce, self.name)
         self._closing = False
@@ -224,14 +224,14 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
             breaker = self._breaker.report(_clock.now())
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
+            return self._stats.snapshot(self.name, self._queue.depth, self._stats.running, self._policy.cost, breaker)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
             return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
         return (
             f"<Batcher {self.name!r} {self._crew.state(self._closing)} max_batch_size={self.max_batch_size} "
-            f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._running} "
+            f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._stats.running} "
             f"batches={self._stats.batches} completed={self._stats.completed}>"
         )
 
@@ -241,7 +241,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = call_timeout(timeout, self.timeout)
+        timeout = remaining(self.timeout) if timeout is None else call_timeout(timeout, self.timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
@@ -272,11 +272,12 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
             fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            refused = self._breaker.refusal(
-                now, self.name, n, queue.depth + self._running, self.max_batch_size
-            ) or refusal(
-                policy, queue.depth, self._running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
-            )
+            running, breaker = self._stats.running, self._breaker
+            refused = (None if breaker.clean else breaker.refusal(
+                now, self.name, n, queue.depth + running, self.max_batch_size
+            )) or (None if queue.depth + fresh <= self.max_queue_size and self.max_queue_delay_ms is None else refusal(
+                policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+            ))
             if refused is not None:
                 self._stats.rejected += n
                 raise refused
@@ -377,7 +378,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 return None, (0.0 if self._closing else None)
             groups = self._group_costs  # the wait for company reads the cost of the group that will run
             reason, delay = policy.why_now(
-                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival,
+                now, queue.depth, queue.max_batch_tokens is not None and queue.budget_full(), self._closing,
+                queue.oldest_arrival,
                 None if groups is None else groups.batch_cost(queue.next_key()),
             )
             if reason is None:
@@ -392,7 +394,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 for request, start, stop in batch:
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
-                self._running += running
+                stats.running += running
                 stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
@@ -403,6 +405,13 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     def _live(self, part: list[Slice]) -> list[Slice]:
         now = _clock.now()
+        for request, _, _ in part:
+            if request.done or (request.deadline is not None and now >= request.deadline):
+                break
+        else:
+            # All live, read without the lock: one resolved just after this is no different from one
+            # resolved just after the lock's release, and its outcome is decided once either way.
+            return part
         live: list[Slice] = []
         with self._lock:
             for slice_ in part:
@@ -417,9 +426,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         with self._lock:
             self._stats.ran(n, seconds)
 
-    def _complete(self, part: list[Slice], values: list[Any], seconds: float) -> None:
-        outbox: Outbox = []
+    def _complete(
+        self, part: list[Slice], values: list[Any], seconds: float, outbox: Outbox, ended: Ended | None
+    ) -> None:
         with self._lock:
+            self._stats.ran(len(values), seconds)
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
             padded = None
             if self._size_of is not None:
@@ -439,10 +450,11 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 elif not request.done and request.fill(start, stop, values, offset):
                     self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += stop - start
-        send(outbox)
+            if ended is not None:
+                self._batch_done_locked(ended[0], "ok", ended[1])
 
-    def _fail(self, part: list[Slice], exc: BaseException) -> None:
-        outbox: Outbox = []
+    def _fail(self, part: list[Slice], exc: BaseException, outbox: Outbox) -> None:
+        mark = len(outbox)  # the worker's outbox may still hold earlier parts' outcomes
         with self._lock:
             for request, start, stop in part:
                 if type(request) is Job:
@@ -456,18 +468,24 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                         self._finish_locked(request, request.results, None, "completed", outbox)
                 else:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
-                    self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
-        send(outbox)
+                    self._finish_locked(request, None, clone(exc) if len(outbox) > mark else exc, "failed", outbox)
 
     def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         with self._lock:
-            self._running -= sum(stop - start for _, start, stop in batch)
-            self._stats.retries += retries
-            now = _clock.now()
-            if self._breaker.ended(now, verdict):
-                error = self._breaker.open_error(now, self.name)
-                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
-                self._drop_queued_locked(lambda: clone(error), "failed")
+            self._batch_done_locked(batch, verdict, retries)
+
+    def _batch_done_locked(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
+        stats = self._stats
+        for _, start, stop in batch:  # a loop, not sum() over a generator: this runs after every batch
+            stats.running -= stop - start
+        stats.retries += retries
+        if self._breaker.threshold is None or (verdict == "ok" and self._breaker.clean):
+            return  # nothing for the breaker to decide, and no clock to read
+        now = _clock.now()
+        if self._breaker.ended(now, verdict):
+            error = self._breaker.open_error(now, self.name)
+            logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+            self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:

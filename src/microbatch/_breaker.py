@@ -33,13 +33,16 @@ BreakerState = Literal["closed", "open", "half_open"]
 class Breaker:
     """One batcher's circuit breaker. ``threshold`` None turns it off (it then stays closed)."""
 
-    __slots__ = ("threshold", "first_interval", "_state", "failures", "interval", "reopen_at", "opened")
+    __slots__ = ("threshold", "first_interval", "_state", "failures", "interval", "reopen_at", "opened", "clean")
 
     def __init__(self, threshold: int | None, open_seconds: float) -> None:
         self.threshold = threshold
         self.first_interval = open_seconds
         self._state: BreakerState = "closed"
         self.failures = 0  # batch-wide failures in a row
+        # Closed with no failure counted: every call is admitted and a successful batch changes nothing,
+        # so the batcher's hot path reads this flag instead of calling in.
+        self.clean = True
         self.interval = open_seconds  # how long the next (or current) opening lasts
         self.reopen_at = 0.0  # when an open breaker turns half-open
         self.opened = 0  # times it opened
@@ -86,11 +89,12 @@ class Breaker:
             return False
         state = self.state(now)
         if verdict == "ok":
-            self._state, self.failures, self.interval = "closed", 0, self.first_interval
+            self._state, self.failures, self.interval, self.clean = "closed", 0, self.first_interval, True
             return False
         if verdict != "batch_wide" or state == "open":
             return False
         self.failures += 1
+        self.clean = False
         if state == "half_open":
             self.interval = min(self.interval * 2, self.first_interval * 2**MAX_DOUBLINGS)
         elif self.failures < self.threshold:

@@ -42,7 +42,7 @@ def replicas_of(fn: object) -> tuple[Callable[..., Any], ...]:
 class Crew:
     """The workers of one batcher and their slots. Methods marked *locked* are called under the batcher's lock."""
 
-    __slots__ = ("workers", "replicas", "slots", "_live")
+    __slots__ = ("workers", "replicas", "slots", "_live", "started")
 
     def __init__(
         self,
@@ -64,18 +64,16 @@ class Crew:
         self.replicas = len(replicas)
         self.slots = len(replicas) * concurrent  # batches in flight at most, over the whole crew
         self._live = 0  # started workers that have not exited yet
+        self.started = False  # read on every call: a plain attribute, not a property
 
     def __repr__(self) -> str:
         busy = sum(worker.busy for worker in self.workers)
         return f"<Crew workers={len(self.workers)} busy={busy}/{self.slots} live={self._live}>"
 
-    @property
-    def started(self) -> bool:
-        return self.workers[0].thread is not None
-
     def start(self, name: str) -> None:
         """Start every worker (*locked*): threads ``microbatch-<name>``, with ``-<i>`` when there are several."""
         many = len(self.workers) > 1
+        self.started = True
         for index, worker in enumerate(self.workers):
             worker.start(f"{name}-{index}" if many else name)
             self._live += 1

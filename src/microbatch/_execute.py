@@ -3,7 +3,9 @@
 :func:`run_batch` is a generator shared by the sync and async workers: it yields each list of items
 to call ``fn`` on and receives that call's :data:`Outcome`, so it never knows how ``fn`` is called.
 It decides nothing about callers itself: it reports runs, results and failures to its
-:class:`Outcomes` (the batcher), the one place where each caller's outcome is decided.
+:class:`Outcomes` (the batcher), the one place where each caller's outcome is decided. The
+hand-overs to callers go into the worker's outbox, which the worker sends (:func:`~._waiters.send`)
+when it next calls ``fn`` or plans: see :class:`~._worker.Worker`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Protocol
 from ._errors import BadBatchOutput, BatchSizeMismatch, MicrobatchError
 from ._isolate import BatchErrors, Bisection, Verdict
 from ._queue import Slice
+from ._waiters import Outbox
 
 __all__ = ["Outcome", "Outcomes", "check_output", "clone", "run_batch"]
 
@@ -27,8 +30,13 @@ logger = logging.getLogger("microbatch")
 Outcome = tuple[bool, Any, float]
 
 
+# A batch that ended with the call just reported, and its calls of ``fn`` beyond the first.
+Ended = tuple[list[Slice], int]
+
+
 class Outcomes(Protocol):
-    """What running a batch reports to. Each method takes the batcher's lock itself."""
+    """What running a batch reports to. Each method takes the batcher's lock itself (at most once:
+    a lone caller's whole batch costs the worker one lock round trip after the call, besides planning)."""
 
     name: str
     batch_errors: BatchErrors
@@ -37,53 +45,86 @@ class Outcomes(Protocol):
         """The slices of ``part`` still worth running (resolving any whose deadline has passed)."""
 
     def _ran(self, n: int, seconds: float) -> None:
-        """One call of ``fn`` on ``n`` items took ``seconds``, whatever its outcome."""
+        """One call of ``fn`` on ``n`` items took ``seconds`` and failed (a success is counted by ``_complete``)."""
 
-    def _complete(self, part: list[Slice], values: list[Any], seconds: float) -> None:
-        """``part`` ran and ``values`` holds one checked output per item, in order."""
+    def _complete(
+        self, part: list[Slice], values: list[Any], seconds: float, outbox: Outbox, ended: Ended | None
+    ) -> None:
+        """``part`` ran in ``seconds`` and ``values`` holds one checked output per item, in order.
 
-    def _fail(self, part: list[Slice], exc: BaseException) -> None:
+        ``ended``: that call was the last of its batch, which succeeded: what ``_batch_done`` would be told.
+        """
+
+    def _fail(self, part: list[Slice], exc: BaseException, outbox: Outbox) -> None:
         """Every caller in ``part`` gets ``exc`` (each its own copy)."""
 
     def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         """Nothing of ``batch`` is running any more: how it went, and the calls of ``fn`` beyond its first."""
 
 
-def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generator[list[Any], Outcome, None]:
+def run_batch(
+    batch: list[Slice], outcomes: Outcomes, isolate: bool, outbox: Outbox
+) -> Generator[list[Any], Outcome, None]:
     """Run one batch: yields the item lists to call ``fn`` on, receives each call's outcome.
 
     With ``isolate``, a failed part is bisected under the bound of :mod:`._isolate`; nothing here may
-    escape, so every request of the batch is resolved whatever ``fn`` or its output does.
+    escape, so every request of the batch is resolved whatever ``fn`` or its output does. Callers'
+    outcomes go into ``outbox``; the caller of this generator sends them. A batch that succeeds in
+    one call (nearly all of them) never builds its :class:`Bisection`: it is made at the first failure.
     """
-    plan = Bisection(batch, isolate, outcomes.batch_errors)
+    plan: Bisection | None = None
+    planned: list[Slice] | None = batch
+    reported = False  # _batch_done's report went with the last _complete
     try:
-        while (planned := plan.next_part()) is not None:
+        while planned is not None:
             part = outcomes._live(planned)
-            if not part:
-                continue
-            items = [item for request, start, stop in part for item in request.items[start:stop]]
-            ok, value, seconds = yield items
-            plan.ran()
-            outcomes._ran(len(items), seconds)
-            if ok:
-                values = check_output(value, len(items), outcomes.name)
+            if part:
+                items = [item for request, start, stop in part for item in request.items[start:stop]]
+                ok, value, seconds = yield items
+                if ok and type(value) is list and len(value) == len(items):
+                    values: list[Any] | BaseException | None = value  # check_output's first case, without the call
+                else:
+                    values = check_output(value, len(items), outcomes.name) if ok else None
+                if plan is None:
+                    if isinstance(values, list):
+                        outcomes._complete(part, values, seconds, outbox, (batch, 0))
+                        reported = True
+                        return
+                    plan = Bisection(batch, isolate, outcomes.batch_errors)
+                    plan.next_part()  # the batch itself, just run
+                plan.ran()
                 if isinstance(values, list):
                     plan.succeeded()
-                    outcomes._complete(part, values, seconds)
+                    ended = (batch, plan.calls - 1) if plan.finished else None
+                    outcomes._complete(part, values, seconds, outbox, ended)
+                    reported = ended is not None
                 else:
-                    plan.output_failed()
-                    outcomes._fail(part, values)
-            elif not isinstance(value, Exception):
-                plan.output_failed()  # KeyboardInterrupt and the like say nothing about the items: no bisection
-                outcomes._fail(part, as_exception(value))
-            else:
-                for failing, exc in plan.failed(part, value):
-                    outcomes._fail(failing, exc)
+                    _failed(plan, part, value, values, seconds, outcomes, outbox)
+            planned = None if plan is None else plan.next_part()
     except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
         logger.exception("microbatch: internal error in batcher %r; failing the batch", outcomes.name)
-        outcomes._fail(batch, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"))
+        outcomes._fail(batch, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"), outbox)
     finally:
-        outcomes._batch_done(batch, plan.verdict, max(0, plan.calls - 1))
+        if not reported:
+            verdict: Verdict = "not_run" if plan is None else plan.verdict
+            outcomes._batch_done(batch, verdict, 0 if plan is None else max(0, plan.calls - 1))
+
+
+def _failed(
+    plan: Bisection, part: list[Slice], value: Any, error: BaseException | None, seconds: float, outcomes: Outcomes,
+    outbox: Outbox,
+) -> None:
+    """A call on ``part`` failed: ``fn`` raised ``value``, or its output was unusable (``error``)."""
+    outcomes._ran(sum(stop - start for _, start, stop in part), seconds)
+    if error is not None:
+        plan.output_failed()
+        outcomes._fail(part, error, outbox)
+    elif not isinstance(value, Exception):
+        plan.output_failed()  # KeyboardInterrupt and the like say nothing about the items: no bisection
+        outcomes._fail(part, as_exception(value), outbox)
+    else:
+        for failing, exc in plan.failed(part, value):
+            outcomes._fail(failing, exc, outbox)
 
 
 _PER_ITEM_HINT = ". It looks like a function of one item: it must take a list of items and return a list of outputs"
@@ -91,13 +132,18 @@ _PER_ITEM_HINT = ". It looks like a function of one item: it must take a list of
 
 def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
     """The ``n`` outputs of a batch as a list, or the error every caller of the batch must see."""
+    kind = type(output)
+    if kind is list or kind is tuple:  # the common case, checked first: it is on every batch's path
+        if len(output) != n:
+            return BatchSizeMismatch(n, len(output))
+        return output if kind is list else list(output)
     if inspect.iscoroutine(output):
         output.close()
         return TypeError(
             f"the batch function of {name!r} returned a coroutine: pass the async function itself "
             "(an `async def`), not a sync wrapper around it"
         )
-    problem = None if type(output) is list or type(output) is tuple else _unusable(output)
+    problem = _unusable(output)
     if problem is not None:
         return _bad_output(name, n, output, problem)
     try:

@@ -69,6 +69,11 @@ class Bisection:
     def verdict(self) -> Verdict:
         return self._verdict
 
+    @property
+    def finished(self) -> bool:
+        """No part is left to run: the call just made was the batch's last."""
+        return not self._level and not self._failing
+
     def next_part(self) -> list[Slice] | None:
         if not self._level and self._failing:
             # The level is over and few enough of its parts failed: the next level is their halves.

@@ -150,7 +150,7 @@ class StatsRecorder:
     __slots__ = (
         "submitted", "completed", "failed", "rejected", "expired", "cancelled", "batches", "items_run", "sizes",
         "queue_wait", "run_time", "real_tokens", "padded_tokens", "retries", "expired_running", "reasons",
-        "queue_wait", "run_time", "real_tokens", "padded_tokens", "coalesced",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens", "coalesced", "running",
     )
 
     def __init__(self) -> None:
@@ -163,6 +163,7 @@ class StatsRecorder:
         self.retries = self.expired_running = 0
         self.reasons: dict[str, int] = dict.fromkeys(DISPATCH_REASONS, 0)
         self.coalesced = 0
+        self.running = 0  # items in the batches being run
 
     def __repr__(self) -> str:
         return f"<StatsRecorder submitted={self.submitted} completed={self.completed} batches={self.batches}>"

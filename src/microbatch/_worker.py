@@ -5,7 +5,10 @@ yields either a delay to sleep for or a batch to start, and plans only while the
 slot. A sync ``fn`` has one slot and runs each batch on the worker thread; an ``async def`` runs on
 an event loop that thread owns for the batcher's whole life, with up to ``slots`` batches in flight
 on it at once (each one a task). Only those two small runners differ; each batch goes through
-:func:`~microbatch._execute.run_batch`. Callers never run ``fn``, so Flask/Django threads, ASGI loops
+:func:`~microbatch._execute.run_batch`. The sync runner wakes the callers of a batch only once it has
+planned its next step (the next batch is formed, or it is about to sleep): woken callers would
+otherwise contend with it for the GIL and the batcher's lock before it could start the model again,
+a delay of one GIL hand-off per caller between batches. Callers never run ``fn``, so Flask/Django threads, ASGI loops
 and ``async_to_sync`` one-off loops can share a batcher. A batcher's workers (one per replica) form
 its :class:`~microbatch._crew.Crew`. A forked child starts without the parent's workers
 (:func:`track_for_fork`).
@@ -27,6 +30,7 @@ from . import _clock
 from ._collate import Collate
 from ._execute import Outcome, Outcomes, run_batch
 from ._queue import Slice
+from ._waiters import Outbox, send
 
 __all__ = ["MAX_SLEEP", "Engine", "Worker", "is_async_callable", "track_for_fork"]
 
@@ -191,22 +195,31 @@ class Worker:
         wakeup = _ThreadWakeup()
         with self._lock:
             self._wakeup = wakeup
+        outbox: Outbox = []  # outcomes decided, callers not yet woken
         try:
             for step in self._drive():
+                if outbox:
+                    # The next step is planned (and the lock released): now wake the last batch's callers.
+                    send(outbox)
+                    outbox.clear()
                 if isinstance(step, list):
                     self.busy = 1
-                    self._run_batch_sync(step, call)
+                    self._run_batch_sync(step, call, outbox)
                     self.busy = 0
                 else:
                     wakeup.wait(step)
         finally:
+            send(outbox)  # nothing decided is ever left undelivered, even when the worker exits
             self._engine._worker_exited()
 
-    def _run_batch_sync(self, batch: list[Slice], call: Callable[[list[Any]], Any]) -> None:
-        steps = run_batch(batch, self._engine, self._isolate)
+    def _run_batch_sync(self, batch: list[Slice], call: Callable[[list[Any]], Any], outbox: Outbox) -> None:
+        steps = run_batch(batch, self._engine, self._isolate, outbox)
         try:
             items = next(steps)
             while True:
+                if outbox:  # a bisection's earlier part: its callers need not wait for the next call
+                    send(outbox)
+                    outbox.clear()
                 started = _clock.now()
                 try:
                     outcome: Outcome = (True, call(items), _clock.now() - started)
@@ -260,10 +273,14 @@ class Worker:
     async def _run_batch_async(self, batch: list[Slice], wakeup: _LoopWakeup) -> None:
         fn: Callable[[Any], Awaitable[Any]] = self._fn
         collate = self._collate
-        steps = run_batch(batch, self._engine, self._isolate)
+        outbox: Outbox = []
+        steps = run_batch(batch, self._engine, self._isolate, outbox)
         try:
             items = next(steps)
             while True:
+                if outbox:
+                    send(outbox)
+                    outbox.clear()
                 started = _clock.now()
                 try:
                     if collate is None:
@@ -277,6 +294,7 @@ class Worker:
         except StopIteration:
             pass
         finally:
+            send(outbox)
             self.busy -= 1
             wakeup.set_here()  # a slot is free: the driver may plan again
 
