@@ -604,9 +604,11 @@ def offline(n: int) -> str:
 
 
 def model_runs(
-    fn: Fn, inputs: list[str], groups: Callable[[Contender], list[Group]], timing: Timing, sizes: Sequence[int]
+    fn: Fn, inputs: list[str], groups: Callable[[Contender], list[Group]], timing: Timing, sizes: Sequence[int],
+    task_groups: Callable[[Contender], list[Group]] | None = None,
 ) -> dict[str, Run]:
-    """The contenders under ``groups``, plus ``fn`` on batches of each of ``sizes`` back to back, in rotation."""
+    """The contenders under ``groups``, plus ``fn`` on batches of each of ``sizes`` back to back, in rotation;
+    with ``task_groups``, microbatch under those (asyncio callers) too."""
 
     def back_to_back(n: int) -> Run:
         chunks = [inputs[i:i + n] for i in range(0, len(inputs) - n + 1, n)]
@@ -620,7 +622,12 @@ def model_runs(
     return {
         **{offline(n): back_to_back(n) for n in sizes},
         **{f.name: contender_run(f, fn, groups, timing) for f in CONTENDERS},
+        # The same callers as asyncio tasks on one loop, in the same rotation: threads against tasks in one run.
+        **({} if task_groups is None else {ENGINE_TASKS: contender_run(Engine, fn, task_groups, timing, True)}),
     }
+
+
+ENGINE_TASKS = "microbatch (tasks)"
 
 
 def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targets: list[Target]) -> None:
@@ -634,7 +641,10 @@ def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targ
         def load(c: Contender, callers: int = callers) -> list[Group]:  # the default binds this iteration's value
             return [singles(c, inputs, callers=callers)]
 
-        runs = model_runs(fn, inputs, load, timing, sizes)
+        def tasks(c: Contender, callers: int = callers) -> list[Group]:
+            return [singles(c, inputs, callers=callers, asynchronous=True)]
+
+        runs = model_runs(fn, inputs, load, timing, sizes, tasks)
         results = rotate(runs, timing.rounds)
         [ceiling] = results[offline(BATCH)]
         [reachable] = results[offline(limit)]
@@ -648,6 +658,8 @@ def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targ
             rows.append(Row(scenario, name, result, note))
         targets.append(Target(f"model x{callers}: microbatch share of ceiling",
                               results[Engine.name][0].rate / ceiling.rate, bound, True))
+        targets.append(Target(f"model x{callers}: microbatch (tasks) share of ceiling",
+                              results[ENGINE_TASKS][0].rate / ceiling.rate, bound, True))
 
 
 def bench_model_lone(fn: Fn, inputs: list[str], timing: Timing, period: float, rows: list[Row],
