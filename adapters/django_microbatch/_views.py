@@ -8,7 +8,7 @@ from typing import Any, cast
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
-from microbatch import Batcher
+from microbatch import SupportsBatching
 from microbatch.web import ErrorResponse
 
 from ._http import HTTP_ERRORS, default_answer
@@ -41,12 +41,14 @@ class BatchedViewMixin:
             )
         return self.batcher_name
 
-    def get_batcher(self) -> Batcher[Any, Any]:
+    def get_batcher(self) -> SupportsBatching[Any, Any]:
         """The shared batcher named by :meth:`get_batcher_name`."""
         cls = type(self).__qualname__
         return lookup(self.get_batcher_name(), f"{cls}.batcher_name (or {cls}.get_batcher_name())")
 
-    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+    def get_error_response(
+        self, exc: Exception, response: ErrorResponse, default: HttpResponseBase
+    ) -> HttpResponseBase:
         """The answer to a batcher error: ``default`` (``settings.MICROBATCH_ERROR_HANDLER``'s, else
         the JSON body). Override per view, e.g. ``JsonResponse({"detail": response.error},
         status=response.status, headers=response.headers)``; ``response.detail`` is for logs only."""
