@@ -5,7 +5,8 @@ Every example app is a thin layer over this module, so the three frameworks answ
 * ``POST /embed`` with ``{"text": "..."}`` -> ``{"embedding": [384 floats]}``, or with
   ``{"texts": ["...", ...]}`` -> ``{"embeddings": [[384 floats], ...]}`` in input order (one
   ``map``/``amap`` of the batcher). Vectors are unit length.
-* ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded.
+* ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded (here, or
+  at the model hosts when ``MICROBATCH_REMOTE`` is set).
 * ``GET /stats`` -> ``{"mode": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers unbatched).
 * ``GET /metrics`` -> Prometheus text (:class:`microbatch.prometheus.BatcherCollector`).
 
@@ -50,6 +51,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "METRICS_CONTENT_TYPE",
     "MODE_ENV",
+    "REMOTE_ENV",
     "BadRequest",
     "EmbedRequest",
     "Metrics",
@@ -59,6 +61,7 @@ __all__ = [
     "json_bytes",
     "parse_embed_request",
     "resolve_mode",
+    "resolve_remote",
     "stats_body",
     "too_large",
 ]
@@ -69,6 +72,9 @@ MAX_TEXT_CHARS: Final = 2048
 
 MODE_ENV: Final = "MICROBATCH_MODE"
 MODES: Final = ("batched", "unbatched")
+# A Redis URL: the batcher's calls go to the model hosts serving BATCHER_NAME there, and the model
+# loads only in them (microbatch serve examples._embedder:embed_texts --url URL --name embed --max-batch-size 32).
+REMOTE_ENV: Final = "MICROBATCH_REMOTE"
 
 BATCHER_NAME: Final = "embed"
 # The one batcher's settings in every framework. The queue holds about five seconds of work on a
@@ -189,6 +195,15 @@ def resolve_mode(mode: str | None = None) -> str:
     value = mode if mode is not None else os.environ.get(MODE_ENV, "batched")
     if value not in MODES:
         raise ValueError(f"{MODE_ENV} must be one of {', '.join(MODES)}, got {value!r}")
+    return value
+
+
+def resolve_remote(mode: str, remote: str | None = None) -> str | None:
+    """``remote``, or else the ``MICROBATCH_REMOTE`` environment variable: the Redis URL of the model hosts,
+    or None to run the model in this process. Only a batched service can send its calls to hosts."""
+    value = remote if remote is not None else os.environ.get(REMOTE_ENV) or None
+    if value is not None and mode != "batched":
+        raise ValueError(f"{REMOTE_ENV} sends the batcher's calls to model hosts: it needs {MODE_ENV}=batched")
     return value
 
 

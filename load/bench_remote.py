@@ -74,7 +74,8 @@ class Stack:
         self.redis = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                        "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
                                       stdout=subprocess.DEVNULL)
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+        paths = [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", "load.bench_remote:noop", "--url",
                                       self.url, "--name", NAME, "--max-batch-size", "64", "--log-level", "WARNING"],
                                      cwd=ROOT, env=env)

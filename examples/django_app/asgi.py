@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from examples import _api
@@ -55,10 +56,13 @@ class BodyLimit:
 
 async def _refuse(send: Any, exc: _api.BadRequest) -> None:
     body = json.dumps(exc.body).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")
+    ]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 application = BodyLimit(get_asgi_application())
-load_model()  # at startup, not in the first request
+if settings.EMBED_REMOTE is None:  # else the model runs in the hosts only
+    load_model()  # at startup, not in the first request
