@@ -7,7 +7,8 @@ Every example app is a thin layer over this module, so the three frameworks answ
   ``map``/``amap`` of the batcher). Vectors are unit length.
 * ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded (here, or
   at the model hosts when ``MICROBATCH_REMOTE`` is set).
-* ``GET /stats`` -> ``{"mode": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers unbatched).
+* ``GET /stats`` -> ``{"mode": ..., "pid": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers
+  unbatched; ``pid`` tells a server's worker processes apart).
 * ``GET /metrics`` -> Prometheus text (:class:`microbatch.prometheus.BatcherCollector`).
 
 Input limits, each refused with a 4xx and a JSON body ``{"error": "..."}`` that says what is wrong:
@@ -212,7 +213,7 @@ def health_body(mode: str) -> dict[str, str]:
 
 
 def stats_body(mode: str, batchers: Mapping[str, StatsSource]) -> dict[str, Any]:
-    return {"mode": mode, "batchers": {name: b.stats.as_dict() for name, b in batchers.items()}}
+    return {"mode": mode, "pid": os.getpid(), "batchers": {name: b.stats.as_dict() for name, b in batchers.items()}}
 
 
 class Metrics:

@@ -1,10 +1,11 @@
 """The model host: pulls calls for one batcher name from Redis and feeds them to a real Batcher.
 
 Plain threads on blocking redis-py connections (hiredis parses): a reader (XREADGROUP while the
-batcher has room; each call goes in with :meth:`Batcher.submit`, no task or thread per call), a
-flusher (replies, acknowledgements and deletions of everything finished since its last round trip,
-in one Lua call), a heartbeat (stats, liveness of held entries, claims of abandoned ones) and a
-cancel listener (pub/sub). The batcher's worker runs the model and hands each outcome to the flusher.
+batcher has room; each call goes in with :meth:`Batcher.submit`, no task or thread per call, here),
+a flusher (replies, acknowledgements and deletions of everything finished since its last round
+trip, in one Lua call: ``_replying``), a heartbeat (stats, liveness of held entries, claims of
+abandoned ones) and a cancel listener (pub/sub: ``_liveness``). The batcher's worker runs the model
+and hands each outcome to the flusher.
 """
 
 from __future__ import annotations
@@ -22,18 +23,18 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import msgpack
-from redis import Redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from .. import Batcher
 from .._errors import DeadlineExceeded, Overloaded
 from ._calls import Alarm
 from ._codec import Codec, MsgpackCodec
 from ._entries import EarlyCancels, Entry, parse_entry
+from ._liveness import Liveness
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
-from ._stats import stats_to_data
-from ._wire import FINISH, GROUP, REPLY_TTL_MS, Header, Keys, Reply, Script, encode_error, encode_replies, stream_age
+from ._replying import Replying
+from ._state import Outcome, Parked
+from ._wire import GROUP, Header, Keys, stream_age
 
 __all__ = ["Host", "serve"]
 
@@ -44,13 +45,8 @@ _MAX_BACKOFF = 1.0
 _POLL = 0.5  # how often a thread waiting for a condition also checks for a stop signal
 _SIGNAL_POLL = 0.05  # how often run()'s thread looks at stop requests
 
-#: A finished call, until the flusher sends it: (request id, results or None, error or None).
-_Outcome = tuple[int, Any, BaseException | None]
-#: A call waiting for room in the batcher: (entry, header, items, deadline as time.monotonic() or None).
-_Parked = tuple[Entry, Header, list[Any], float | None]
 
-
-class Host:
+class Host(Replying, Liveness):
     """Serves ``batcher`` to every :class:`~microbatch.remote.RemoteBatcher` of the same name.
 
     It reads requests with XREADGROUP only while its own batcher has room (``prefetch`` items held,
@@ -64,11 +60,7 @@ class Host:
     entries for another host to claim.
     """
 
-    __slots__ = ("batcher", "url", "keys", "codec", "prefetch", "claim_idle", "report_interval", "consumer",
-                 "_lock", "_room", "_wake", "_stopping", "_abort", "_finished", "_redis", "_reader", "_entries",
-                 "_held", "_acks", "_outcomes", "_unsent", "_parked", "_early", "_mean_entry", "_offset",
-                 "_group_ready", "_down_since", "_expired_unrun", "_cancelled_unrun", "_claimed", "_closing",
-                 "_stop_requests")
+    __slots__ = ()
 
     def __init__(
         self,
@@ -110,9 +102,9 @@ class Host:
         self._held = 0  # items of submitted calls not finished yet
         self._acks: list[tuple[bytes, int]] = []  # entries settled without running, not yet acknowledged
         # Finished calls, appended by the batcher's worker without a lock, taken in bulk by the flusher.
-        self._outcomes: deque[tuple[Entry, int, int, Any, BaseException | None]] = deque()
+        self._outcomes: deque[Outcome] = deque()
         self._unsent: list[list[Any]] = []  # FINISH arguments a failed direct reply left for the flusher
-        self._parked: list[_Parked] = []
+        self._parked: list[Parked] = []
         self._early = EarlyCancels()
         self._mean_entry = 1.0  # items per entry, recently: how many entries fill the room
         self._offset = 0.0  # Redis's clock minus ours, seconds
@@ -331,215 +323,6 @@ class Host:
         if cancelled:
             cancel()
         return True
-
-    def _done(self, entry: Entry, request_id: int, held: int, results: Any, error: BaseException | None) -> None:
-        """A call's outcome, from the batcher's worker (maybe under the batcher's lock: no calls back into it)."""
-        if self._abort.is_set():
-            return  # after a forced stop nothing is acknowledged: another host reruns the entry
-        self._outcomes.append((entry, request_id, held, results, error))
-        if error is None and held == self._held:
-            # The only call held (a lone caller): reply from this thread, sparing a hand-off to the flusher.
-            # Results arrive after the batcher released its lock; with others held the flusher batches.
-            replies, acks, parked = self._settle()
-            if acks or replies:
-                self._send_finish(self._finish_args(acks, replies), retry=False)
-            if parked:
-                with self._lock:
-                    self._parked[0:0] = parked
-        self._wake.set()
-
-    # ------------------------------------------------------------------ replying
-
-    def _flush_loop(self) -> None:
-        while True:
-            self._wake.wait(None)
-            replies, acks, parked = self._settle()
-            for index, (entry, header, items, deadline) in enumerate(parked):
-                if header.request_id in entry.dropped:
-                    with self._lock:
-                        self._cancelled_unrun += header.size
-                    self._done(entry, header.request_id, header.size, None, asyncio.CancelledError())
-                elif not self._submit(entry, header, items, deadline):
-                    with self._lock:  # still no room: the rest stay parked, in order, before later ones
-                        self._parked[0:0] = parked[index:]
-                    break
-            with self._lock:
-                unsent, self._unsent = self._unsent, []
-            if acks or replies:
-                unsent.append(self._finish_args(acks, replies))
-            for args in unsent:
-                self._send_finish(args, retry=True)
-            if self._abort.is_set() or (self._closing and not (self._outcomes or self._acks or self._unsent)):
-                return
-
-    def _settle(self) -> tuple[dict[str, list[_Outcome]], list[tuple[bytes, int]], list[_Parked]]:
-        """Take the finished calls: their replies by reply key, the entries now done, and (room having been
-        freed) the parked calls to submit again."""
-        outcomes = self._outcomes
-        taken = []
-        while outcomes:
-            try:
-                taken.append(outcomes.popleft())
-            except IndexError:  # another thread took the last one
-                break
-        replies: dict[str, list[_Outcome]] = {}
-        with self._lock:
-            acks, self._acks = self._acks, []
-            for entry, request_id, held, results, error in taken:
-                self._held -= held
-                entry.cancels.pop(request_id, None)
-                if not isinstance(error, asyncio.CancelledError):  # a cancelled call's caller is gone
-                    replies.setdefault(entry.reply_to, []).append((request_id, results, error))
-                entry.left -= 1
-                if entry.left == 0:
-                    del self._entries[entry.id]
-                    acks.append((entry.id, entry.size))
-            parked: list[_Parked] = []
-            if taken:
-                parked, self._parked = self._parked, []
-        if taken:
-            self._room.set()
-        return replies, acks, parked
-
-    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[_Outcome]]) -> list[Any]:
-        """The FINISH script's arguments: the entries to acknowledge, then one blob of replies per client."""
-        args: list[Any] = [GROUP, REPLY_TTL_MS, len(acks)]
-        for entry_id, size in acks:
-            args += (entry_id, size)
-        for key, outcomes in replies.items():
-            args += (key, encode_replies([self._reply(outcome) for outcome in outcomes]))
-        return args
-
-    def _send_finish(self, args: list[Any], *, retry: bool) -> None:
-        """Send replies and acknowledgements in one FINISH call. With ``retry``, keep trying while Redis is
-        briefly away; without, hand them to the flusher on the first failure."""
-        backoff = 0.05
-        while True:
-            try:
-                self._eval(FINISH, [self.keys.requests, self.keys.waiting], args)
-                return
-            except Exception as exc:
-                if not retry:
-                    with self._lock:
-                        self._unsent.append(args)
-                    return
-                if not isinstance(exc, OUTAGE):
-                    logger.exception("microbatch host %s: FINISH failed; its entries will be claimed again",
-                                     self.consumer)
-                    return
-                self._went_down(exc)
-                if self._abort.is_set() or (self._down_since is not None
-                                            and time.monotonic() - self._down_since > 2 * self.claim_idle):
-                    # The callers have failed by now (their link saw the outage): drop, another host may rerun.
-                    logger.warning("microbatch host %s: dropped replies and acknowledgements while Redis was down",
-                                   self.consumer)
-                    return
-                self._abort.wait(backoff)  # pacing reconnection attempts, not synchronisation
-                backoff = min(_MAX_BACKOFF, backoff * 2)
-
-    def _reply(self, outcome: _Outcome) -> Reply:
-        request_id, results, error = outcome
-        if error is None:
-            try:
-                return request_id, self.codec.encode(results), None
-            except Exception as exc:  # TypeError: a result the codec cannot carry
-                error = exc
-        return request_id, None, encode_error(error)
-
-    def _eval(self, script: Script, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return self._redis.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            self._redis.script_load(script.source)
-            return self._redis.evalsha(script.sha, len(keys), *keys, *args)
-
-    # ------------------------------------------------------------------ liveness, claims, stats
-
-    def _heartbeat_loop(self) -> None:
-        period = min(self.report_interval, self.claim_idle / 3)
-        while not self._finished.is_set():
-            try:
-                self._heartbeat()
-            except OUTAGE as exc:
-                self._went_down(exc)
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    logger.warning("microbatch host %s: heartbeat failed: %s", self.consumer, exc)
-                self._group_ready = False
-            except Exception:  # never let the heartbeat die: a silent host looks dead and loses its work
-                logger.exception("microbatch host %s: heartbeat failed", self.consumer)
-            self._finished.wait(period)  # a period, not synchronisation
-
-    def _heartbeat(self) -> None:
-        seconds, micros = self._redis.time()
-        self._offset = seconds + micros / 1e6 - time.time()
-        report = {
-            "at_ms": (seconds + micros / 1e6) * 1000.0,
-            "stats": stats_to_data(self.batcher.stats),
-            "max_batch_size": self.batcher.max_batch_size,
-            "expired_unrun": self._expired_unrun,
-            "cancelled_unrun": self._cancelled_unrun,
-            "claimed": self._claimed,
-        }
-        self._redis.hset(self.keys.hosts, self.consumer, msgpack.packb(report, use_bin_type=True))
-        if not self._group_ready:
-            return
-        with self._lock:
-            held: list[Any] = list(self._entries)
-            room = self.prefetch - self._held
-        if held:  # reset their idle time, so that no live host's work looks abandoned (draining too)
-            self._redis.xclaim(self.keys.requests, GROUP, self.consumer, 0, held, justid=True)
-        if room > 0 and not self._stopping.is_set():
-            answer: Any = self._redis.xautoclaim(
-                self.keys.requests, GROUP, self.consumer, int(self.claim_idle * 1000), "0-0",
-                count=max(1, int(room / self._mean_entry)),
-            )
-            for entry_id, fields in answer[1]:
-                with self._lock:
-                    new = entry_id not in self._entries
-                    self._claimed += new
-                if new:
-                    logger.info("microbatch host %s: claimed %r from a host that stopped", self.consumer, entry_id)
-                self._accept_safely(entry_id, fields)
-
-    def _cancel_loop(self) -> None:
-        backoff = 0.05
-        listener: Redis = sync_client(self.url, socket_timeout=1.0 + CONNECT_TIMEOUT + 1.0)
-        try:
-            while not self._finished.is_set():
-                try:
-                    with listener.pubsub(ignore_subscribe_messages=True) as pubsub:  # type: ignore[no-untyped-call]
-                        pubsub.subscribe(self.keys.cancel)
-                        backoff = 0.05
-                        while not self._finished.is_set():
-                            message = pubsub.get_message(timeout=1.0)
-                            if message is not None and message.get("type") == "message":
-                                self._cancelled_by_client(message["data"])
-                except OUTAGE:
-                    self._finished.wait(backoff)  # pacing reconnection attempts, not synchronisation
-                    backoff = min(_MAX_BACKOFF, backoff * 2)
-        finally:
-            listener.close()
-
-    def _cancelled_by_client(self, message: bytes) -> None:
-        try:
-            entry_id, request_text = message.split(b" ", 1)
-            request_id = int(request_text)
-        except ValueError:
-            logger.warning("microbatch host %s: ignored a malformed cancel message %r", self.consumer, message)
-            return
-        cancel: Callable[[], None] | None = None
-        with self._lock:
-            entry = self._entries.get(entry_id)
-            if entry is None:
-                self._early.add(entry_id, request_id)  # not read yet (or by another host): drop it if read later
-            else:
-                cancel = entry.cancels.get(request_id)
-                if cancel is None:
-                    entry.dropped.add(request_id)  # parked, or being submitted right now
-        if cancel is not None:
-            cancel()
-
 
 def serve(
     batcher: Batcher[Any, Any],
