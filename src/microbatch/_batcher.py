@@ -114,7 +114,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         )
         super().__init__()
         self._stats = StatsRecorder()
-        self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
+        self._policy = WaitPolicy(
+            self.max_wait_ms, self.aging_ms, self.max_batch_size, len(self._replicas) * self.max_concurrent_batches
+        )
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
         self._group_costs = None if self.group_by is None else GroupCosts()
         self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
