@@ -83,6 +83,9 @@ MAX_QUEUE_SIZE: Final = 2048
 # any overload (the queue size alone let them wait 5-11 s). The variable overrides it ("off": none).
 MAX_QUEUE_DELAY_MS: Final = 1000.0
 MAX_QUEUE_DELAY_MS_ENV: Final = "EMBED_MAX_QUEUE_DELAY_MS"
+# Identical texts in flight at once (a popular query, a retried request) are embedded once; each
+# caller still gets its own copy of the vector.
+COALESCE: Final = True
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 JSON_CONTENT_TYPE: Final = "application/json"

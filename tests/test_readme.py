@@ -153,3 +153,11 @@ def test_http_table_lists_only_mapped_errors() -> None:
 def test_dispatch_reasons_table_is_the_engines() -> None:
     rows = table_rows(section("When a batch is dispatched"), "| reason |")
     assert [code(row[0]) for row in rows] == list(DISPATCH_REASONS)
+
+
+def test_layout_names_every_engine_module() -> None:
+    layout = section("Layout")
+    package = Path(microbatch.__file__).parent
+    modules = {path.stem for path in package.glob("*.py")} - {"__init__"}
+    missing = sorted(name for name in modules if f"`{name}`" not in layout)
+    assert not missing, f"README.md's Layout does not name {missing}"

@@ -30,6 +30,7 @@ MICROBATCH = (
             "max_queue_size": _api.MAX_QUEUE_SIZE,
             "max_queue_delay_ms": _api.max_queue_delay_ms(),
             "on_worker_start": "examples._embedder.setup_worker_thread",
+            "coalesce": _api.COALESCE,
         }
     }
     if EMBED_MODE == "batched"

@@ -1,9 +1,9 @@
 """The batching engine's front: :class:`Batcher` (admission, outcomes, lifecycle) and the :func:`batch` decorator.
 
 It puts together the option schema (``_options``), the request queue (``_queue``), the wait policy
-(``_policy``), the worker and batch execution (``_worker``, ``_execute``), waiters (``_waiters``) and
-stats (``_stats``). Every accepted request is resolved exactly once, under the batcher's lock, by
-``_finish_locked``; the README has the long form of the design.
+(``_policy``), the workers and batch execution (``_crew``, ``_worker``, ``_execute``), coalescing
+(``_coalesce``), waiters (``_waiters``) and stats (``_stats``). Every accepted request is resolved
+exactly once, under the batcher's lock, by ``_finish_locked``; the README has the long form of the design.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import Any, Final, Generic, Literal, TypeVar, Unpack, cast, overload
 from . import _clock
 from ._admission import call_timeout, refusal
 from ._breaker import Breaker
+from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
+from ._crew import Crew, replicas_of
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
@@ -30,7 +32,7 @@ from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
-from ._worker import Worker, track_for_fork
+from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
 
@@ -38,6 +40,9 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 logger = logging.getLogger("microbatch")
+
+# A batch function: one output per item, in order; sync or ``async def``.
+BatchFunction = Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]]
 
 
 class Batcher(PerInstance, Lifecycle, Generic[T, U]):
@@ -53,29 +58,34 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs", "_stats", "_worker",
-        "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker", "__weakref__",
+        *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
+        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
+        "__weakref__",
         "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
     @overload
     def __init__(
         self,
-        fn: Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]],
+        fn: BatchFunction[T, U] | list[BatchFunction[T, U]] | tuple[BatchFunction[T, U], ...],
         **options: Unpack[PlainOptions],
-    ) -> None: ...
+    ) -> None:
+        """``fn`` is the batch function, or a list of replicas of it (one worker each, one shared queue)."""
 
     @overload
     def __init__(
-        self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[PlainOptions]
+        self: Batcher[Any, Any],
+        fn: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
+        *,
+        collate: Collate,
+        **options: Unpack[PlainOptions],
     ) -> None:
         """With a ``collate``, ``fn`` takes its batch input (say padded tensors), not a list of items."""
 
-    def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
-        if not callable(fn):
-            raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
+    def __init__(self, fn: Callable[..., Any] | Sequence[Callable[..., Any]], **options: Any) -> None:
+        self._replicas = replicas_of(fn)
         values = resolve(options)
-        self._fn = fn
+        self._fn = fn = self._replicas[0]
         self.max_batch_size: Final[int] = values["max_batch_size"]
         self.max_wait_ms: Final[float | None] = values["max_wait_ms"]
         self.small_request_size: Final[int] = values["small_request_size"]
@@ -92,6 +102,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self.breaker_open_ms: Final[float] = values["breaker_open_ms"]
         self.group_by: Final[Callable[[Any], Hashable] | None] = values["group_by"]
         self.size_of: Final[Callable[[Any], int] | None] = values["size_of"]
+        self.max_concurrent_batches: Final[int] = values["max_concurrent_batches"]
+        self.coalesce: Final[bool | Callable[[Any], Hashable]] = values["coalesce"]
         # These two are not Final for mypy only because protocols (the worker's Engine, _execute's
         # Outcomes) read them as plain attributes; __setattr__ refuses to change them all the same.
         self.batch_errors: BatchErrors = values["batch_errors"]
@@ -102,7 +114,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         )
         super().__init__()
         self._stats = StatsRecorder()
-        self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
+        self._policy = WaitPolicy(
+            self.max_wait_ms, self.aging_ms, self.max_batch_size, len(self._replicas) * self.max_concurrent_batches
+        )
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
         self._group_costs = None if self.group_by is None else GroupCosts()
         self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
@@ -115,10 +129,13 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
             self._size_of is not None, self._token_cost, self._group_costs,
         )
-        self._running = 0  # items in the batch being run
+        self._running = 0  # items in the batches being run
+        coalesce = self.coalesce
+        self._coalescer = None if coalesce is False else Coalescer(None if coalesce is True else coalesce, self.name)
         self._closing = False
-        self._worker = Worker(
-            self, self._lock, self._fn, self.collate, self.on_error == "isolate", self.on_worker_start
+        self._crew = Crew(
+            self, self._lock, self._replicas, self.collate, self.on_error == "isolate", self.on_worker_start,
+            self.max_concurrent_batches,
         )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
@@ -145,14 +162,14 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        self._worker.refuse_own_thread("__call__", "acall", self.name)
+        self._crew.refuse_own_thread("__call__", "acall", self.name)
         waiter = SyncWaiter()
         request, timeout = self._admit([item], True, timeout, waiter)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        self._worker.refuse_own_thread("acall", None, self.name)
+        self._crew.refuse_own_thread("acall", None, self.name)
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit([item], True, timeout, waiter)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
@@ -174,7 +191,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         exception in its place instead of failing the whole map; errors of the map as a whole
         (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
         """
-        self._worker.refuse_own_thread("map", "amap", self.name)
+        self._crew.refuse_own_thread("map", "amap", self.name)
         batch_items = as_items(items, "map")
         if not batch_items:
             return []
@@ -196,7 +213,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
     ) -> list[Any]:
         """Async :meth:`map`."""
-        self._worker.refuse_own_thread("amap", None, self.name)
+        self._crew.refuse_own_thread("amap", None, self.name)
         batch_items = as_items(items, "amap")
         if not batch_items:
             return []
@@ -214,13 +231,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
             return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
-        thread = self._worker.thread
-        if self._closing:
-            state = "closed" if thread is None or not thread.is_alive() else "closing"
-        else:
-            state = "running" if thread is not None else "idle"
         return (
-            f"<Batcher {self.name!r} {state} max_batch_size={self.max_batch_size} "
+            f"<Batcher {self.name!r} {self._crew.state(self._closing)} max_batch_size={self.max_batch_size} "
             f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._running} "
             f"batches={self._stats.batches} completed={self._stats.completed}>"
         )
@@ -246,34 +258,40 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
-        size_of = self._size_of
+        size_of, coalescer = self._size_of, self._coalescer
         try:
             tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
             keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
         except Exception:
             self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
             raise
-        request = Request(items, single, deadline, now, waiter, tokens, keys)
+        same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
+        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
         request.return_exceptions = return_exceptions
         with self._lock:
-            queue, policy, worker = self._queue, self._policy, self._worker
+            queue, policy, crew = self._queue, self._policy, self._crew
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
             refused = self._breaker.refusal(
                 now, self.name, n, queue.depth + self._running, self.max_batch_size
-            ) or refusal(policy, queue.depth, self._running, n, self.max_queue_size, self.max_queue_delay_ms, self.name)
+            ) or refusal(
+                policy, queue.depth, self._running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+            )
             if refused is not None:
                 self._stats.rejected += n
                 raise refused
-            if worker.thread is None:
-                worker.start(self.name)
+            if not crew.started:
+                crew.start(self.name)
             self._pending.add(request)
-            queue.push(request, now if n <= self.small_request_size else now + policy.aging())
+            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
             self._stats.submitted += n
-            policy.arrived(now, n)
-            if worker.waiting:
-                worker.wake()
+            self._stats.coalesced += n - fresh
+            if queued is not None:
+                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+                policy.arrived(now, fresh)
+                crew.wake()
         return request, timeout
 
     def _count_rejected(self, n: int) -> None:
@@ -294,6 +312,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     def _expired_message(self, request: Request) -> str:
         what = "call" if request.single else f"map of {request.size} items"
         state = "before it was dispatched" if request.cursor == 0 else "while it ran"
+        if isinstance(request, (Ticket, Job)):
+            state = "before its coalesced result was ready"
         return f"the {what} to batcher {self.name!r} passed its deadline {state}"
 
     def _finish_locked(
@@ -307,11 +327,15 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         if request.done:
             return False
         request.done = True
-        if request.failed:  # a map with return_exceptions: its failed items count as failed
-            self._stats.resolved("failed", request.failed, 0)
-        self._stats.resolved(outcome, request.size - request.failed, max(0, request.cursor - request.failed))
+        coalescer = self._coalescer
+        dispatched = request.cursor if coalescer is None else coalescer.dispatched(request)
         self._queue.discard(request)
         self._pending.discard(request)
+        if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
+            return True  # a job: its callers were resolved (or left) one by one
+        if request.failed:  # a map with return_exceptions: its failed items count as failed
+            self._stats.resolved("failed", request.failed, 0)
+        self._stats.resolved(outcome, request.size - request.failed, max(0, dispatched - request.failed))
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -320,17 +344,15 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     # ------------------------------------------------------------------ lifecycle and what the worker reports
 
-    def _begin_close(self, drain: bool, why: str = "closed") -> threading.Thread | None:
+    def _begin_close(self, drain: bool, why: str = "closed") -> list[threading.Thread]:
         with self._lock:
             self._closing = True
             if not drain:
                 self._drop_queued_locked(
                     lambda: BatcherClosed(f"batcher {self.name!r} {why} before this call ran"), "cancelled"
                 )
-            worker = self._worker
-            if worker.waiting:
-                worker.wake()
-            return worker.thread
+            self._crew.wake_all()
+            return self._crew.threads()
 
     def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
         for request in self._queue.drain():
@@ -372,10 +394,12 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                 for request, start, stop in batch:
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
-                self._running = running
+                self._running += running
                 stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
+                if queue.depth:
+                    self._crew.wake()  # another worker with a free slot may take the rest
                 return batch, None
             # Everything at the top had expired or been resolved: plan again.
 
@@ -410,6 +434,10 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             for request, start, stop in part:
                 if request.single:
                     self._finish_locked(request, values[offset], None, "completed", outbox)
+                elif type(request) is Job:
+                    cast(Coalescer, self._coalescer).deliver(
+                        request, start, stop, values, offset, self._finish_locked, outbox
+                    )
                 elif not request.done and request.fill(start, stop, values, offset):
                     self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += stop - start
@@ -419,6 +447,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         outbox: Outbox = []
         with self._lock:
             for request, start, stop in part:
+                if type(request) is Job:
+                    cast(Coalescer, self._coalescer).fail(request, start, stop, exc, self._finish_locked, outbox)
+                    continue
                 if request.done:
                     continue
                 if request.return_exceptions:
@@ -430,9 +461,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self, verdict: Verdict, retries: int) -> None:
+    def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         with self._lock:
-            self._running = 0
+            self._running -= sum(stop - start for _, start, stop in batch)
             self._stats.retries += retries
             now = _clock.now()
             if self._breaker.ended(now, verdict):
@@ -442,6 +473,8 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     def _worker_exited(self) -> None:
         with self._lock:
+            if not self._crew.exited():
+                return
             self._stopped = True
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:

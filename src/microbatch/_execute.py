@@ -45,8 +45,8 @@ class Outcomes(Protocol):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         """Every caller in ``part`` gets ``exc`` (each its own copy)."""
 
-    def _batch_done(self, verdict: Verdict, retries: int) -> None:
-        """Nothing of the batch is running any more: how it went, and the calls of ``fn`` beyond its first."""
+    def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
+        """Nothing of ``batch`` is running any more: how it went, and the calls of ``fn`` beyond its first."""
 
 
 def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generator[list[Any], Outcome, None]:
@@ -83,7 +83,7 @@ def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generato
         logger.exception("microbatch: internal error in batcher %r; failing the batch", outcomes.name)
         outcomes._fail(batch, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"))
     finally:
-        outcomes._batch_done(plan.verdict, max(0, plan.calls - 1))
+        outcomes._batch_done(batch, plan.verdict, max(0, plan.calls - 1))
 
 
 _PER_ITEM_HINT = ". It looks like a function of one item: it must take a list of items and return a list of outputs"

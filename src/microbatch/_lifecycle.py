@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Self
 
+from ._crew import Crew
 from ._errors import BatcherClosed
 from ._options import check_option
 from ._queue import Request
 from ._waiters import AsyncWaiter, Waiter
-from ._worker import Worker
 
 __all__ = ["Lifecycle"]
 
@@ -28,44 +29,45 @@ class Lifecycle:
 
     name: str
     _lock: threading.Lock
-    _worker: Worker
+    _crew: Crew
     _closing: bool
     _stopped: bool
     _exit_waiters: list[Waiter]
     _pending: set[Request]  # accepted and unresolved
     _finish_locked: Callable[..., bool]
-    # Stop accepting (and with drain=False fail what is queued, saying why); returns the worker thread.
-    _begin_close: Callable[[bool, str], threading.Thread | None]
+    # Stop accepting (and with drain=False fail what is queued, saying why); returns the worker threads.
+    _begin_close: Callable[[bool, str], list[threading.Thread]]
 
     def start(self) -> None:
         """Start the worker now instead of at the first call (it also starts by itself)."""
         with self._lock:
             if self._closing:
                 raise BatcherClosed(f"batcher {self.name!r} is closed; create a new Batcher")
-            if self._worker.thread is None:
-                self._worker.start(self.name)
+            if not self._crew.started:
+                self._crew.start(self.name)
 
     def close(self, drain: bool = True, *, timeout: float | None = None) -> None:
         """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
 
-        Blocks until the worker has stopped, or for at most ``timeout`` seconds: then every call still
-        queued or running fails with BatcherClosed and close returns, and the worker thread (stuck in
-        ``fn``) ends when ``fn`` returns.
+        Blocks until the workers have stopped (every batch in flight finished), or for at most
+        ``timeout`` seconds: then every call still queued or running fails with BatcherClosed and close
+        returns, and a worker thread stuck in ``fn`` ends when ``fn`` returns.
         """
         if timeout is not None:
             check_option("timeout", timeout)
-        thread = self._begin_close(drain, "closed")
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            if thread.is_alive():
-                self._abandon(timeout)
+        threads = [t for t in self._begin_close(drain, "closed") if t is not threading.current_thread()]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in threads):
+            self._abandon(timeout)
 
     async def aclose(self, drain: bool = True, *, timeout: float | None = None) -> None:
         """Async :meth:`close`: awaits the worker's exit (at most ``timeout`` seconds) without blocking the loop."""
         if timeout is not None:
             check_option("timeout", timeout)
-        thread = self._begin_close(drain, "closed")
-        if thread is None or thread is threading.current_thread():
+        threads = [t for t in self._begin_close(drain, "closed") if t is not threading.current_thread()]
+        if not threads:
             return
         waiter = AsyncWaiter(asyncio.get_running_loop())
         with self._lock:
@@ -78,8 +80,9 @@ class Lifecycle:
             except TimeoutError:
                 self._abandon(timeout)
                 return
-        # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
-        thread.join()
+        # The last worker signals the exit as its last act: these joins are immediate, then the threads are gone.
+        for thread in threads:
+            thread.join()
 
     @property
     def closed(self) -> bool:

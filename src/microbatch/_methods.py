@@ -39,7 +39,7 @@ class PerInstance:
     _fn: Callable[..., Any]
     _lock: threading.Lock
     name: str
-    _begin_close: Callable[[bool, str], threading.Thread | None]
+    _begin_close: Callable[[bool, str], list[threading.Thread]]
 
     def __init__(self) -> None:
         self._attr_name: str | None = None  # set when a class body's function is decorated

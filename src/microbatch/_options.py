@@ -45,6 +45,8 @@ class PlainOptions(TypedDict, total=False):
     breaker_open_ms: float
     group_by: Callable[[Any], Hashable] | None
     size_of: Callable[[Any], int] | None
+    max_concurrent_batches: int
+    coalesce: bool | Callable[[Any], Hashable]
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -124,6 +126,11 @@ def _text(name: str, value: Any) -> None:
 def _hook(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
+
+
+def _coalesce(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and not callable(value):
+        raise TypeError(f"{name} must be True, False or a function returning an item's key, got {value!r}")
 
 
 def _exception_types(name: str, value: Any) -> None:
@@ -208,6 +215,12 @@ OPTIONS: Mapping[str, Option] = {
                "a function of an item returning its length in tokens, for max_batch_tokens and length grouping "
                "(default: collate.size with a collate, else len(item)); called on the caller's thread",
                app_wide=False),
+        Option("max_concurrent_batches", 1, _integer(1),
+               "batches each replica of fn runs at once: an async fn on its event loop, a sync fn on that many "
+               "worker threads (so it must be thread-safe)", app_wide=False),
+        Option("coalesce", False, _coalesce,
+               "True (or a function giving each item's key) computes identical items queued or running at the "
+               "same time once; each caller gets its own copy of the result"),
     )
 }
 

@@ -130,13 +130,14 @@ class WaitPolicy:
     long after the oldest queued item arrived. ``cost`` is fed by the batcher after each successful run.
     """
 
-    __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "cost", "arrivals", "_wait_started", "_last_arrival",
-                 "_burst_gap", "reason")
+    __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "slots", "cost", "arrivals", "_wait_started",
+                 "_last_arrival", "_burst_gap", "reason")
 
-    def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int) -> None:
+    def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int, slots: int = 1) -> None:
         self.max_wait_ms = max_wait_ms
         self.aging_ms = aging_ms
         self.max_batch_size = max_batch_size
+        self.slots = slots  # batches that run at once: replicas x max_concurrent_batches
         self.cost = CostModel()
         self.arrivals = ArrivalRate()
         self.reason: DispatchReason = "idle"  # why company_delay last said to go now
@@ -236,24 +237,24 @@ class WaitPolicy:
         return min(estimate, longest)
 
     def retry_after(self, excess: int) -> float:
-        """Seconds until ``excess`` more items would fit: the batches that drain them, at least one."""
+        """Seconds until ``excess`` more items would fit: the waves of batches that drain them, at least one."""
         per_batch = self.batch_time()
         if not per_batch:
             return UNMEASURED
-        return max(1, math.ceil(excess / self.max_batch_size)) * per_batch
+        return max(1, math.ceil(math.ceil(excess / self.max_batch_size) / self.slots)) * per_batch
 
     def queue_delay(self, queued: int, running: int, n: int) -> float:
         """Predicted seconds before the last of ``n`` new items starts running (0 when nothing is known).
 
         The batch of ``running`` items running now (counted whole: how far it has got is not known),
-        then the full batches that go before the one carrying the new items. An unmeasured function
-        predicts no wait, so a cold start never refuses on a guess.
+        then the full batches that go before the one carrying the new items, ``slots`` at a time. An
+        unmeasured function predicts no wait, so a cold start never refuses on a guess.
         """
         per_batch = self.batch_time()
         if per_batch is None:
             return 0.0
         current = (self.batch_time(running) or 0.0) if running else 0.0
-        return current + (queued + n - 1) // self.max_batch_size * per_batch
+        return current + (queued + n - 1) // self.max_batch_size // self.slots * per_batch
 
     def delay_retry_after(self, predicted: float, bound: float) -> float:
         """Seconds until a call predicted to wait ``predicted`` would wait at most ``bound``: whole batches, >= 1."""

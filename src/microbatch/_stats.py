@@ -50,7 +50,9 @@ class Stats:
     ``breaker_state`` is ``closed``, ``open`` or ``half_open``; ``breaker_opened`` counts openings.
     Percentiles are over the most recent observations (a window of ``window`` values).
     ``fixed_cost``/``per_item_cost`` are the measured cost model (seconds per call, per item);
-    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens.
+    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens. ``coalesced``
+    counts submitted items that joined an identical item in flight instead of being computed
+    (``coalesce``); they end in an outcome counter like any other.
     """
 
     name: str
@@ -80,6 +82,7 @@ class Stats:
     dispatch_reasons: Mapping[str, int] = field(default_factory=lambda: _frozen(dict.fromkeys(DISPATCH_REASONS, 0)))
     breaker_state: str = "closed"
     breaker_opened: int = 0
+    coalesced: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -147,6 +150,7 @@ class StatsRecorder:
     __slots__ = (
         "submitted", "completed", "failed", "rejected", "expired", "cancelled", "batches", "items_run", "sizes",
         "queue_wait", "run_time", "real_tokens", "padded_tokens", "retries", "expired_running", "reasons",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens", "coalesced",
     )
 
     def __init__(self) -> None:
@@ -158,6 +162,7 @@ class StatsRecorder:
         self.real_tokens = self.padded_tokens = 0
         self.retries = self.expired_running = 0
         self.reasons: dict[str, int] = dict.fromkeys(DISPATCH_REASONS, 0)
+        self.coalesced = 0
 
     def __repr__(self) -> str:
         return f"<StatsRecorder submitted={self.submitted} completed={self.completed} batches={self.batches}>"
@@ -215,4 +220,5 @@ class StatsRecorder:
             dispatch_reasons=_frozen(dict(self.reasons)),
             breaker_state=breaker[0],
             breaker_opened=breaker[1],
+            coalesced=self.coalesced,
         )

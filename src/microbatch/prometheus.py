@@ -65,6 +65,8 @@ _COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("microbatch_batches", "Calls of the batch function.", "batches"),
     ("microbatch_retries", "Calls of the batch function beyond the first of a batch (bisection).", "retries"),
     ("microbatch_breaker_opened", "Times the circuit breaker opened after batch-wide failures.", "breaker_opened"),
+    ("microbatch_coalesced_items", "Items that joined an identical item in flight instead of being computed.",
+     "coalesced"),
 )
 _BREAKER_STATES = ("closed", "open", "half_open")
 

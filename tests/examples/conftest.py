@@ -48,6 +48,7 @@ def _django_settings(mode: str) -> dict[str, Any]:
             "max_batch_size": _api.MAX_BATCH_SIZE,
             "max_queue_size": _api.MAX_QUEUE_SIZE,
             "max_queue_delay_ms": _api.MAX_QUEUE_DELAY_MS,
+            "coalesce": _api.COALESCE,
         }
     }
     return values

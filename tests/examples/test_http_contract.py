@@ -137,6 +137,20 @@ def test_concurrent_callers_each_receive_their_own_texts_embedding(
     assert (stats["submitted"], stats["completed"], stats["failed"]) == (items, items, 0), "all via the batcher"
 
 
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_service_coalesces_identical_texts_and_answers_each_one(framework: str, serve: Any, embed: Embed) -> None:
+    texts = ["a popular query", "another text", "a popular query", "a popular query"]
+    expected = embed(["a popular query", "another text"])
+    with serve(framework) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/embed", json={"texts": texts})
+        stats = client.get("/stats").json()["batchers"][_api.BATCHER_NAME]
+    assert response.status_code == 200, response.text
+    vectors = response.json()["embeddings"]
+    assert [close(v, expected[0 if t == texts[0] else 1]) for t, v in zip(texts, vectors, strict=True)] == [True] * 4
+    assert (stats["submitted"], stats["completed"], stats["coalesced"]) == (4, 4, 2)
+    assert stats["batch_sizes"] == {"2": 1}, "the model embedded two texts, not four"
+
+
 def test_an_embedding_does_not_depend_on_its_batch_company(serve: Any) -> None:
     text = "A short sentence."
     # Companions of every length, so the batch is padded far beyond the text's own length.

@@ -183,6 +183,7 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
         dispatch_reasons=MappingProxyType(reasons),
         breaker_state=breaker,  # the worst host's
         breaker_opened=total("breaker_opened"),
+        coalesced=total("coalesced"),
         client=client,
         hosts=dict(hosts),
     )
