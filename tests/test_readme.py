@@ -108,7 +108,7 @@ def test_flask_section_names_every_config_key_and_only_those() -> None:
 
 def test_the_options_flask_has_no_key_for_are_named_as_such() -> None:
     flask = section("Flask: `flask_microbatch`")
-    listed = re.search(r"The\s+options that belong to one function \(([^)]*)\)", flask)
+    listed = re.search(r"The\s+options\s+that\s+belong\s+to\s+one\s+function\s+\(([^)]*)\)", flask)
     assert listed is not None
     assert set(re.findall(r"`(\w+)`", listed[1])) == {name for name, option in OPTIONS.items() if not option.app_wide}
 
