@@ -47,6 +47,8 @@ __all__ = [
     "BATCHER_NAME",
     "MAX_BATCH_SIZE",
     "MAX_BODY_BYTES",
+    "MAX_QUEUE_DELAY_MS",
+    "MAX_QUEUE_DELAY_MS_ENV",
     "MAX_QUEUE_SIZE",
     "MAX_TEXTS",
     "MAX_TEXT_CHARS",
@@ -60,6 +62,7 @@ __all__ = [
     "check_declared_length",
     "health_body",
     "json_bytes",
+    "max_queue_delay_ms",
     "parse_embed_request",
     "resolve_mode",
     "resolve_remote",
@@ -82,6 +85,14 @@ BATCHER_NAME: Final = "embed"
 # 2-core CPU: beyond that a client is better told 503 + Retry-After than kept waiting.
 MAX_BATCH_SIZE: Final = 32
 MAX_QUEUE_SIZE: Final = 2048
+# Admission by predicted wait: a request the batcher predicts would wait over a second in the queue
+# is answered 503 + Retry-After at once, so accepted requests keep about a second of queueing under
+# any overload (the queue size alone let them wait 5-11 s). The variable overrides it ("off": none).
+MAX_QUEUE_DELAY_MS: Final = 1000.0
+MAX_QUEUE_DELAY_MS_ENV: Final = "EMBED_MAX_QUEUE_DELAY_MS"
+# Identical texts in flight at once (a popular query, a retried request) are embedded once; each
+# caller still gets its own copy of the vector.
+COALESCE: Final = True
 
 METRICS_CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
 JSON_CONTENT_TYPE: Final = "application/json"
@@ -206,6 +217,20 @@ def resolve_remote(mode: str, remote: str | None = None) -> str | None:
     if value is not None and mode != "batched":
         raise ValueError(f"{REMOTE_ENV} sends the batcher's calls to model hosts: it needs {MODE_ENV}=batched")
     return value
+
+
+def max_queue_delay_ms() -> float | None:
+    """The batcher's ``max_queue_delay_ms``: :data:`MAX_QUEUE_DELAY_MS`, or the environment variable's
+    value (milliseconds, or ``off`` for no bound, as in a load run's comparison)."""
+    raw = os.environ.get(MAX_QUEUE_DELAY_MS_ENV)
+    if raw is None:
+        return MAX_QUEUE_DELAY_MS
+    if raw.strip().lower() == "off":
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{MAX_QUEUE_DELAY_MS_ENV} must be a number of milliseconds or 'off', got {raw!r}") from None
 
 
 def health_body(mode: str) -> dict[str, str]:

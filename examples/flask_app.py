@@ -32,7 +32,7 @@ __all__ = ["app", "create_app"]
 mb = Microbatch()
 embed = mb.batch(
     max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME,
-    on_worker_start=setup_worker_thread,
+    max_queue_delay_ms=_api.max_queue_delay_ms(), on_worker_start=setup_worker_thread, coalesce=_api.COALESCE,
 )(embed_texts)
 
 

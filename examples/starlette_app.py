@@ -48,7 +48,8 @@ def create_app(mode: str | None = None, remote: str | None = None) -> Starlette:
     if mode == "batched" and remote is None:
         batchers[_api.BATCHER_NAME] = Batcher(
             embed_texts, max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME,
-            on_worker_start=setup_worker_thread,
+            max_queue_delay_ms=_api.max_queue_delay_ms(), on_worker_start=setup_worker_thread,
+            coalesce=_api.COALESCE,
         )
     metrics = _api.Metrics(lambda: batchers)
 

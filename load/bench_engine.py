@@ -89,7 +89,7 @@ class Contender(abc.ABC):
     def counters(self) -> tuple[int, int]:
         """Items run and calls of ``fn`` so far, for the mean batch size over a window."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate no-op default: Direct has no worker to release
         """Release the contender's worker, if it has one."""
 
 
@@ -422,7 +422,9 @@ def rotate(runs: dict[str, Run], rounds: int) -> dict[str, list[Result]]:
     for _ in range(rounds):
         for name, run in runs.items():
             collected[name].append(run())
-    return {name: [Result.pooled(group) for group in zip(*per_round)] for name, per_round in collected.items()}
+    return {
+        name: [Result.pooled(group) for group in zip(*per_round, strict=True)] for name, per_round in collected.items()
+    }
 
 
 def singles(contender: Contender, inputs: Sequence[Any], *, callers: int, asynchronous: bool = False,
@@ -500,12 +502,13 @@ def _table(header: list[str], body: list[list[str]], markdown: bool) -> None:
     numeric = [all(_is_number(row[i]) for row in body if row[i]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
-        padded = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)]
+        padded = [c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=True)]
         return ("| " + " | ".join(padded) + " |") if markdown else "  ".join(padded).rstrip()
 
     print(line(header))
     if markdown:
-        print("|" + "|".join(("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric)) + "|")
+        rules = (("-" * (w + 1) + ":") if n else ("-" * (w + 2)) for w, n in zip(widths, numeric, strict=True))
+        print("|" + "|".join(rules) + "|")
     else:
         print("  ".join("-" * w for w in widths))
     for row in body:
@@ -532,7 +535,8 @@ def bench_no_op(timing: Timing, rows: list[Row], targets: list[Target]) -> None:
     for asynchronous in (False, True):
         mode = "asyncio" if asynchronous else "threads"
         for callers in NO_OP_CALLERS:
-            def load(c: Contender) -> list[Group]:
+            # Defaults bind this iteration's values: the closure must not see a later loop's.
+            def load(c: Contender, callers: int = callers, asynchronous: bool = asynchronous) -> list[Group]:
                 return [singles(c, inputs, callers=callers, asynchronous=asynchronous)]
 
             results = rotate(
@@ -553,7 +557,7 @@ def bench_lone_caller(timing: Timing, period: float, rows: list[Row], targets: l
     for asynchronous, bound in ((False, 0.1), (True, 0.3)):
         mode = "async" if asynchronous else "sync"
 
-        def load(c: Contender) -> list[Group]:
+        def load(c: Contender, asynchronous: bool = asynchronous) -> list[Group]:
             return [singles(c, inputs, callers=1, asynchronous=asynchronous, period=period)]
 
         results = rotate(
@@ -573,7 +577,8 @@ def load_model() -> Fn:
     """The examples' model and their worker setup (``examples._embedder``), so the figures are the demo's."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from examples._embedder import load_model as load, setup_worker_thread
+    from examples._embedder import load_model as load
+    from examples._embedder import setup_worker_thread
 
     model = load()
     Engine.on_worker_start = setup_worker_thread
@@ -619,13 +624,17 @@ def model_runs(
 
 
 def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targets: list[Target]) -> None:
-    for callers, bound in zip(MODEL_CALLERS, (0.85, 0.95)):
+    for callers, bound in zip(MODEL_CALLERS, (0.85, 0.95), strict=True):
         scenario = f"model threads x{callers}"
         # Closed-loop callers never fill more than `callers` slots: their batch size's own offline rate
         # is the most any batcher can reach, shown beside the ceiling.
         limit = min(callers, BATCH)
         sizes = sorted({BATCH, limit}, reverse=True)
-        runs = model_runs(fn, inputs, lambda c: [singles(c, inputs, callers=callers)], timing, sizes)
+
+        def load(c: Contender, callers: int = callers) -> list[Group]:  # the default binds this iteration's value
+            return [singles(c, inputs, callers=callers)]
+
+        runs = model_runs(fn, inputs, load, timing, sizes)
         results = rotate(runs, timing.rounds)
         [ceiling] = results[offline(BATCH)]
         [reachable] = results[offline(limit)]

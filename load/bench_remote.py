@@ -74,8 +74,8 @@ class Stack:
         self.redis = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                        "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
                                       stdout=subprocess.DEVNULL)
-        paths = [str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
         self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", "load.bench_remote:noop", "--url",
                                       self.url, "--name", NAME, "--max-batch-size", "64", "--log-level", "WARNING"],
                                      cwd=ROOT, env=env)
@@ -112,7 +112,8 @@ def raw_echo(url: str) -> None:
     except redis.ResponseError:
         pass
     while True:
-        for _stream, entries in r.xreadgroup("g", "c", {"raw:requests": ">"}, count=1, block=0) or []:
+        response: Any = r.xreadgroup("g", "c", {"raw:requests": ">"}, count=1, block=0)
+        for _stream, entries in response or []:
             for entry_id, fields in entries:
                 if fields[b"p"] == b"stop":
                     return
@@ -130,9 +131,10 @@ class RawRoundTrip:
         self.process = multiprocessing.get_context("spawn").Process(target=raw_echo, args=(url,))
         self.process.start()
 
-    def __call__(self, item: int) -> bytes:
+    def __call__(self, item: int) -> Any:
         self.r.xadd("raw:requests", {"r": "raw:reply", "p": str(item)})
-        return self.r.blpop(["raw:reply"], timeout=30)[1]  # type: ignore[index,no-any-return]
+        popped: Any = self.r.blpop(["raw:reply"], timeout=30)
+        return popped[1]
 
     def close(self) -> None:
         self.r.xadd("raw:requests", {"r": "raw:reply", "p": "stop"})

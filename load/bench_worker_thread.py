@@ -193,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
         for row in rows:
             print("| " + " | ".join(row) + " |")
     else:
-        print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        print("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
         for row in rows:
-            print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))))
+            cells = (c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            print("  ".join(cells))
     return 0
 
 

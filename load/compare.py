@@ -354,7 +354,11 @@ def table(steps: list[Step]) -> str:
             "-" if not s.loaded_ceiling else f"{s.texts_per_s / s.loaded_ceiling:.2f}",
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+
+    lines = [line(r) for r in rows]
     lines.insert(1, "-" * len(lines[0]))
     return "\n".join(lines)
 
@@ -404,14 +408,14 @@ def plot(steps: list[Step], title: str, path: Path) -> None:
     for mode, style in (("batched", "o-"), ("unbatched", "s--")):
         points = sorted((s.users, s.texts_per_s, s.p95_ms) for s in steps if s.step == "closed" and s.mode == mode)
         if points:
-            users, throughput, p95 = zip(*points)
+            users, throughput, p95 = zip(*points, strict=True)
             left.plot(users, throughput, style, label=mode)
             right.plot(users, p95, style, label=mode)
     for label, style, key in (("offline ceiling", ":", "ceiling"), ("ceiling beside the load", "-.", "loaded_ceiling")):
         line = sorted((s.users, float(getattr(s, key))) for s in steps
                       if s.step == "closed" and s.mode == "batched" and getattr(s, key))
         if line:
-            left.plot(*zip(*line), style, color="grey", label=label)
+            left.plot(*zip(*line, strict=True), style, color="grey", label=label)
     left.set(title="throughput", xlabel="users (closed loop)", ylabel="texts per second", ylim=(0, None))
     right.set(title="p95 latency", xlabel="users (closed loop)", ylabel="milliseconds", yscale="log")
     for axis in (left, right):

@@ -65,13 +65,13 @@ def check(response: Any, texts: list[str], single: bool) -> str | None:
         return f"malformed body: {exc!r}"
     if not isinstance(vectors, list) or len(vectors) != len(texts):
         return f"expected {len(texts)} vectors"
-    for i, (text, vector) in enumerate(zip(texts, vectors)):
+    for i, (text, vector) in enumerate(zip(texts, vectors, strict=True)):
         if not isinstance(vector, list) or len(vector) != DIMENSIONS:
             return f"vector {i} is not {DIMENSIONS} numbers"
         if abs(math.fsum(x * x for x in vector) - 1.0) > 1e-3:
             return f"vector {i} is not unit length"
         expected = _reference.get(text)
-        if expected is not None and max(abs(a - b) for a, b in zip(vector, expected)) > TOLERANCE:
+        if expected is not None and max(abs(a - b) for a, b in zip(vector, expected, strict=True)) > TOLERANCE:
             return f"vector {i} is not its reference text's vector"
     return None
 
@@ -119,7 +119,7 @@ class BulkUser(_EmbedUser):
     def many_texts(self) -> None:
         texts = [sentence(self.rng) for _ in range(self.rng.randint(16, 64))]
         positions = self.rng.sample(range(len(texts)), REFERENCES_PER_BULK)
-        for position, text in zip(positions, self.rng.sample(REFERENCE_TEXTS, REFERENCES_PER_BULK)):
+        for position, text in zip(positions, self.rng.sample(REFERENCE_TEXTS, REFERENCES_PER_BULK), strict=True):
             texts[position] = text
         self.post(texts, single=False)
 

@@ -6,7 +6,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -18,7 +18,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def run_uvicorn(app: Any, *, lifespan: str = "auto", **config: Any) -> Iterator[str]:
+def run_uvicorn(app: Any, *, lifespan: Literal["auto", "on", "off"] = "auto", **config: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL.
 
     Returns only once the server accepts connections (uvicorn's own ``started`` flag), and on exit

@@ -28,8 +28,9 @@ _running: weakref.WeakSet[SupportsBatching[Any, Any]] = weakref.WeakSet()
 class Lifespan:
     """One run of the lifespan protocol between the server, the middleware and the wrapped app.
 
-    ``batchers`` are the ones the middleware owns (none with ``owns_batchers=False``). They start before the app's startup and drain before its shutdown, so queued work still
-    finds whatever the app's lifespan set up (a model, a pool). An app that does not take part (it
+    ``batchers`` are the ones the middleware owns (none with ``owns_batchers=False``). They start
+    before the app's startup and drain before its shutdown, so queued work still finds whatever the
+    app's lifespan set up (a model, a pool). An app that does not take part (it
     raises on the lifespan scope, or returns, without answering startup) is left alone, as the ASGI
     spec asks of servers, and the middleware answers the server itself. Failures are reported the
     way Starlette's ``Router.lifespan`` does: a ``lifespan.*.failed`` message with the traceback,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
-from microbatch import SupportsBatching
+from microbatch import ColumnBatcher, SupportsBatching
 from microbatch.web import TIMEOUT_HEADER
 
 from ._exchange import Disconnects, ErrorHandler, Exchange, HangUpCounter
@@ -40,7 +40,7 @@ class BatchingMiddleware:
         self,
         app: ASGIApp,
         *,
-        batchers: Mapping[str, SupportsBatching[Any, Any]],
+        batchers: Mapping[str, SupportsBatching[Any, Any] | ColumnBatcher[*tuple[Any, ...], Any]],
         owns_batchers: bool = True,
         timeout_header: str | None = TIMEOUT_HEADER,
         error_handler: ErrorHandler | None = None,
@@ -52,7 +52,11 @@ class BatchingMiddleware:
                     f"got {type(batcher).__name__}"
                 )
         self.app = app
-        self.batchers: Mapping[str, SupportsBatching[Any, Any]] = MappingProxyType(dict(batchers))
+        # A ColumnBatcher is a Batcher called with its function's parameters: the same lifecycle here,
+        # while its calls are typed on the object the app keeps (SupportsBatching types one-item calls).
+        self.batchers: Mapping[str, SupportsBatching[Any, Any]] = MappingProxyType(
+            cast("dict[str, SupportsBatching[Any, Any]]", dict(batchers))
+        )
         self.owns_batchers = owns_batchers
         self.timeout_header = timeout_header
         self.error_handler = error_handler

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import inspect
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -13,6 +12,7 @@ from flask import Flask, current_app, has_app_context
 
 from microbatch import Batcher, BatcherClosed, BatcherOptions, Stats, SupportsBatching
 from microbatch._options import OPTIONS, check_option, resolve
+from microbatch._worker import is_async_callable
 
 from ._remote import REMOTE_KEY, check_remote, remote_batcher, remote_url
 
@@ -218,8 +218,7 @@ def _in_app_context(fn: Callable[[list[Any]], Any], app_ref: weakref.ref[Flask])
             raise BatcherClosed("the Flask app of this batch function was garbage-collected")
         return found
 
-    # An instance whose __call__ is async counts as async (callable() would not say so).
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None)):  # noqa: B004
+    if is_async_callable(fn):  # the engine's own test, so both agree on which worker loop runs fn
 
         async def run_async(items: list[Any]) -> Any:
             with app().app_context():

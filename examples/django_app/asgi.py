@@ -57,7 +57,9 @@ class BodyLimit:
 async def _refuse(send: Any, exc: _api.BadRequest) -> None:
     body = json.dumps(exc.body).encode()
     headers = [
-        (b"content-type", b"application/json"), (b"content-length", b"%d" % len(body)), (b"connection", b"close")
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"connection", b"close"),
     ]
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

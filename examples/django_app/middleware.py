@@ -34,6 +34,6 @@ class ServerViews:
 
     def __call__(self, request: HttpRequest) -> HttpResponseBase | Awaitable[HttpResponseBase]:
         if self.async_mode:
-            return self.get_response(request)  # type: ignore[no-any-return]
+            return self.get_response(request)
         request.urlconf = WSGI_URLCONF
-        return self.get_response(request)  # type: ignore[no-any-return]
+        return self.get_response(request)

@@ -30,7 +30,9 @@ MICROBATCH = (
             "fn": "examples._embedder.embed_texts",
             "max_batch_size": _api.MAX_BATCH_SIZE,
             "max_queue_size": _api.MAX_QUEUE_SIZE,
+            "max_queue_delay_ms": _api.max_queue_delay_ms(),
             "on_worker_start": "examples._embedder.setup_worker_thread",
+            "coalesce": _api.COALESCE,
             "remote": EMBED_REMOTE,
         }
     }

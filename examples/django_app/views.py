@@ -18,16 +18,15 @@ from django.views import View
 
 import django_microbatch
 from django_microbatch import BatchedViewMixin
-from microbatch.prometheus import StatsSource
-
 from examples import _api
 from examples._embedder import embed_texts
+from microbatch.prometheus import StatsSource
 
 __all__ = ["AsyncEmbedView", "EmbedView", "bad_request", "healthz", "metrics", "not_found", "stats"]
 
 
 def _batched() -> bool:
-    return settings.EMBED_MODE == "batched"  # read per request, so override_settings applies
+    return bool(settings.EMBED_MODE == "batched")  # read per request, so override_settings applies
 
 
 def _batchers() -> dict[str, StatsSource]:
@@ -49,7 +48,7 @@ def _error(status: int, message: str) -> JsonResponse:
     return JsonResponse({"error": message}, status=status)
 
 
-class _EmbedBase(BatchedViewMixin, View):
+class _EmbedBase(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = _api.BATCHER_NAME
 
     def http_method_not_allowed(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:

@@ -6,18 +6,32 @@ from importlib import metadata as _metadata
 
 from ._batcher import Batcher, batch
 from ._collate import Collate
+from ._columns import ColumnBatcher, ColumnDecorator, batch_columns
 from ._deadline import deadline
-from ._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
+from ._errors import (
+    BadBatchOutput,
+    BatcherClosed,
+    BatchSizeMismatch,
+    CircuitOpen,
+    DeadlineExceeded,
+    ItemTooLarge,
+    MicrobatchError,
+    Overloaded,
+)
 from ._options import BatcherOptions
 from ._protocol import SupportsBatching
 from ._stats import Histogram, Stats
 
 __all__ = [
+    "BadBatchOutput",
     "BatchSizeMismatch",
     "Batcher",
     "BatcherClosed",
     "BatcherOptions",
+    "CircuitOpen",
     "Collate",
+    "ColumnBatcher",
+    "ColumnDecorator",
     "DeadlineExceeded",
     "Histogram",
     "ItemTooLarge",
@@ -26,6 +40,7 @@ __all__ = [
     "Stats",
     "SupportsBatching",
     "batch",
+    "batch_columns",
     "deadline",
 ]
 

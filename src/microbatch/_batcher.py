@@ -1,9 +1,9 @@
 """The batching engine's front: :class:`Batcher` (admission, outcomes, lifecycle) and the :func:`batch` decorator.
 
 It puts together the option schema (``_options``), the request queue (``_queue``), the wait policy
-(``_policy``), the worker and batch execution (``_worker``, ``_execute``), waiters (``_waiters``) and
-stats (``_stats``). Every accepted request is resolved exactly once, under the batcher's lock, by
-``_finish_locked``; the README has the long form of the design.
+(``_policy``), the workers and batch execution (``_crew``, ``_worker``, ``_execute``), coalescing
+(``_coalesce``), waiters (``_waiters``) and stats (``_stats``). Every accepted request is resolved
+exactly once, under the batcher's lock, by ``_finish_locked``; the README has the long form of the design.
 """
 
 from __future__ import annotations
@@ -12,21 +12,28 @@ import asyncio
 import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar, Unpack, cast, overload
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from typing import Any, Final, Generic, Literal, TypeVar, Unpack, cast, overload
 
 from . import _clock
+from ._admission import call_timeout, refusal
+from ._breaker import Breaker
+from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
-from ._deadline import remaining
-from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError, Overloaded
+from ._crew import Crew, replicas_of
+from ._decorator import decorator
+from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import clone
+from ._groups import GroupCosts, group_keys
+from ._isolate import BatchErrors, Verdict
+from ._lifecycle import Lifecycle
 from ._methods import PerInstance
-from ._options import OPTIONS, BatcherOptions, OnError, PlainOptions, resolve, signature
+from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, measure, padded_tokens
+from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, CallbackWaiter, Outbox, SyncWaiter, Waiter, send, wait_async, wait_sync
-from ._worker import Worker, track_for_fork
+from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
 
@@ -35,8 +42,11 @@ U = TypeVar("U")
 
 logger = logging.getLogger("microbatch")
 
+# A batch function: one output per item, in order; sync or ``async def``.
+BatchFunction = Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]]
 
-class Batcher(PerInstance, Generic[T, U]):
+
+class Batcher(PerInstance, Lifecycle, Generic[T, U]):
     """Groups concurrent calls into batches, runs ``fn`` once per batch, and hands each caller its result.
 
     ``fn`` takes a list of items and returns one output per item, in order; it may be ``async def``.
@@ -44,52 +54,73 @@ class Batcher(PerInstance, Generic[T, U]):
     and ``await b.amap(items)`` submit many items as one request. See the README for the full
     contract: wait policy, priority, backpressure, deadlines, cancellation and error isolation.
 
-    Every option is keyword-only and kept as a read-only attribute of the same name:
+    Every option is keyword-only and kept as a read-only attribute of the same name (options are
+    fixed at construction: build a new Batcher to change one):
     """
 
     __slots__ = (
-        *OPTIONS, "_fn", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_stats", "_worker", "_running",
-        "_closing", "_exit_waiters", "_stopped", "__weakref__",
+        *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
+        "_stats", "_crew", "_coalescer", "_running", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
+        "__weakref__",
+        "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
 
     @overload
     def __init__(
         self,
-        fn: Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]],
+        fn: BatchFunction[T, U] | list[BatchFunction[T, U]] | tuple[BatchFunction[T, U], ...],
         **options: Unpack[PlainOptions],
-    ) -> None: ...
+    ) -> None:
+        """``fn`` is the batch function, or a list of replicas of it (one worker each, one shared queue)."""
 
     @overload
     def __init__(
-        self: Batcher[Any, Any], fn: Callable[[Any], Any], *, collate: Collate, **options: Unpack[PlainOptions]
+        self: Batcher[Any, Any],
+        fn: Callable[[Any], Any] | Sequence[Callable[[Any], Any]],
+        *,
+        collate: Collate,
+        **options: Unpack[PlainOptions],
     ) -> None:
         """With a ``collate``, ``fn`` takes its batch input (say padded tensors), not a list of items."""
 
-    def __init__(self, fn: Callable[..., Any], **options: Any) -> None:
-        if not callable(fn):
-            raise TypeError(f"Batcher needs a callable batch function, got {type(fn).__name__}: pass fn=your_function")
+    def __init__(self, fn: Callable[..., Any] | Sequence[Callable[..., Any]], **options: Any) -> None:
+        self._replicas = replicas_of(fn)
         values = resolve(options)
-        self._fn = fn
-        self.max_batch_size: int = values["max_batch_size"]
-        self.max_wait_ms: float | None = values["max_wait_ms"]
-        self.small_request_size: int = values["small_request_size"]
-        self.max_queue_size: int = values["max_queue_size"]
-        self.on_error: OnError = values["on_error"]
-        self.aging_ms: float | None = values["aging_ms"]
-        self.collate: Collate | None = values["collate"]
-        self.max_batch_tokens: int | None = values["max_batch_tokens"]
-        self.group_by_length: bool = values["group_by_length"]
-        self.timeout: float | None = values["timeout"]
-        self.on_worker_start: Callable[[], object] | None = values["on_worker_start"]
+        self._fn = fn = self._replicas[0]
+        self.max_batch_size: Final[int] = values["max_batch_size"]
+        self.max_wait_ms: Final[float | None] = values["max_wait_ms"]
+        self.small_request_size: Final[int] = values["small_request_size"]
+        self.max_queue_size: Final[int] = values["max_queue_size"]
+        self.on_error: Final[OnError] = values["on_error"]
+        self.aging_ms: Final[float | None] = values["aging_ms"]
+        self.collate: Final[Collate | None] = values["collate"]
+        self.max_batch_tokens: Final[int | None] = values["max_batch_tokens"]
+        self.group_by_length: Final[bool] = values["group_by_length"]
+        self.timeout: Final[float | None] = values["timeout"]
+        self.on_worker_start: Final[Callable[[], object] | None] = values["on_worker_start"]
+        self.max_queue_delay_ms: Final[float | None] = values["max_queue_delay_ms"]
+        self.breaker_threshold: Final[int | None] = values["breaker_threshold"]
+        self.breaker_open_ms: Final[float] = values["breaker_open_ms"]
+        self.group_by: Final[Callable[[Any], Hashable] | None] = values["group_by"]
+        self.size_of: Final[Callable[[Any], int] | None] = values["size_of"]
+        self.max_concurrent_batches: Final[int] = values["max_concurrent_batches"]
+        self.coalesce: Final[bool | Callable[[Any], Hashable]] = values["coalesce"]
+        # These two are not Final for mypy only because protocols (the worker's Engine, _execute's
+        # Outcomes) read them as plain attributes; __setattr__ refuses to change them all the same.
+        self.batch_errors: BatchErrors = values["batch_errors"]
         self.name: str = values["name"] or getattr(fn, "__qualname__", None) or type(fn).__name__
         collate, budget = self.collate, self.max_batch_tokens
-        self._size_of: Callable[[Any], int] | None = (
+        self._size_of: Callable[[Any], int] | None = self.size_of or (
             collate.size if collate is not None else (len if budget is not None else None)
         )
         super().__init__()
         self._stats = StatsRecorder()
-        self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
+        self._policy = WaitPolicy(
+            self.max_wait_ms, self.aging_ms, self.max_batch_size, len(self._replicas) * self.max_concurrent_batches
+        )
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
+        self._group_costs = None if self.group_by is None else GroupCosts()
+        self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
         self._init_state()
         track_for_fork(self)
 
@@ -97,16 +128,30 @@ class Batcher(PerInstance, Generic[T, U]):
         self._lock = threading.Lock()
         self._queue = RequestQueue(
             self.max_batch_size, self.small_request_size, self.max_batch_tokens, self.group_by_length,
-            self._size_of is not None, self._token_cost,
+            self._size_of is not None, self._token_cost, self._group_costs,
         )
-        self._running = 0  # items in the batch being run
+        self._running = 0  # items in the batches being run
+        coalesce = self.coalesce
+        self._coalescer = None if coalesce is False else Coalescer(None if coalesce is True else coalesce, self.name)
         self._closing = False
-        self._worker = Worker(
-            self, self._lock, self._fn, self.collate, self.on_error == "isolate", self.on_worker_start
+        self._crew = Crew(
+            self, self._lock, self._replicas, self.collate, self.on_error == "isolate", self.on_worker_start,
+            self.max_concurrent_batches,
         )
         self._exit_waiters: list[Waiter] = []
         self._stopped = False  # the worker has exited for good
+        self._pending: set[Request] = set()  # accepted and unresolved: what close(timeout=...) fails at its timeout
         self._policy.reset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # A changed option would leave the queue, the policy and the worker built for the old value
+        # (max_batch_size = 0 livelocks the worker), so options are fixed once set by __init__.
+        if name in OPTIONS and hasattr(self, name):
+            raise AttributeError(
+                f"{name} of batcher {self.name!r} is read-only: options are fixed at construction; "
+                f"build a new Batcher({name}=...) (and close this one) to change it"
+            )
+        object.__setattr__(self, name, value)
 
     def _reset_after_fork(self) -> None:
         # The parent's worker thread and callers do not exist in a forked child: start afresh there.
@@ -118,36 +163,63 @@ class Batcher(PerInstance, Generic[T, U]):
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        self._worker.refuse_own_thread("__call__", "acall", self.name)
+        self._crew.refuse_own_thread("__call__", "acall", self.name)
         waiter = SyncWaiter()
         request, timeout = self._admit([item], True, timeout, waiter)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        self._worker.refuse_own_thread("acall", None, self.name)
+        self._crew.refuse_own_thread("acall", None, self.name)
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit([item], True, timeout, waiter)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request (admitted whole or not at all); results in input order."""
-        self._worker.refuse_own_thread("map", "amap", self.name)
-        batch_items = list(items)
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request (admitted whole or not at all); results in input order.
+
+        With ``return_exceptions`` an item whose batch function call failed (after isolation) has its
+        exception in its place instead of failing the whole map; errors of the map as a whole
+        (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
+        """
+        self._crew.refuse_own_thread("map", "amap", self.name)
+        batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
-        self._worker.refuse_own_thread("amap", None, self.name)
-        batch_items = list(items)
+        self._crew.refuse_own_thread("amap", None, self.name)
+        batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        request, timeout = self._admit(batch_items, False, timeout, waiter)
+        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
 
     def submit(
@@ -164,78 +236,25 @@ class Batcher(PerInstance, Generic[T, U]):
         not yet resolved gives its callback ``asyncio.CancelledError``. For code that feeds a batcher from
         its own loop, such as :mod:`microbatch.remote`'s host; everyone else calls ``map``/``amap``.
         """
-        batch_items = list(items)
+        batch_items = as_items(items, "submit")
         if not batch_items:
             callback([], None)
             return _nothing
         request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback))
         return functools.partial(self._cancel, request)
 
-    def start(self) -> None:
-        """Start the worker now instead of at the first call (it also starts by itself)."""
-        with self._lock:
-            if self._closing:
-                raise BatcherClosed(f"batcher {self.name!r} is closed; create a new Batcher")
-            if self._worker.thread is None:
-                self._worker.start(self.name)
-
-    def close(self, drain: bool = True) -> None:
-        """Stop accepting calls; with ``drain`` run what is queued, else fail it with BatcherClosed.
-
-        Blocks until the worker has stopped.
-        """
-        thread = self._begin_close(drain)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join()
-
-    async def aclose(self, drain: bool = True) -> None:
-        """Async :meth:`close`: awaits the worker's exit without blocking the loop."""
-        thread = self._begin_close(drain)
-        if thread is None or thread is threading.current_thread():
-            return
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        with self._lock:
-            stopped = self._stopped
-            if not stopped:
-                self._exit_waiters.append(waiter)
-        if not stopped:
-            await asyncio.shield(waiter.future)
-        # The worker signals its exit as its last act: this join is immediate, and after it the thread is gone.
-        thread.join()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` or :meth:`aclose` has been called."""
-        return self._closing
-
     @property
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
         with self._lock:
-            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost)
-
-    def __enter__(self) -> Batcher[T, U]:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close(drain=True)
-
-    async def __aenter__(self) -> Batcher[T, U]:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose(drain=True)
+            breaker = self._breaker.report(_clock.now())
+            return self._stats.snapshot(self.name, self._queue.depth, self._running, self._policy.cost, breaker)
 
     def __repr__(self) -> str:
         if not hasattr(self, "_lock"):
             return "<Batcher (constructor failed)>"  # debuggers and pytest repr half-built objects
-        thread = self._worker.thread
-        if self._closing:
-            state = "closed" if thread is None or not thread.is_alive() else "closing"
-        else:
-            state = "running" if thread is not None else "idle"
         return (
-            f"<Batcher {self.name!r} {state} max_batch_size={self.max_batch_size} "
+            f"<Batcher {self.name!r} {self._crew.state(self._closing)} max_batch_size={self.max_batch_size} "
             f"max_wait_ms={self.max_wait_ms} queued={self._queue.depth} running={self._running} "
             f"batches={self._stats.batches} completed={self._stats.completed}>"
         )
@@ -243,16 +262,14 @@ class Batcher(PerInstance, Generic[T, U]):
     # ------------------------------------------------------------------ admission and outcomes
 
     def _admit(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = remaining(self.timeout if timeout is None else timeout)
+        timeout = call_timeout(timeout, self.timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
         if timeout is not None:
-            if timeout != timeout:  # NaN compares false with everything, so it would never expire
-                raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout <= 0:
                 self._count_rejected(n)
                 raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
@@ -263,29 +280,40 @@ class Batcher(PerInstance, Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
-        size_of = self._size_of
-        tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
-        request = Request(items, single, deadline, now, waiter, tokens)
+        size_of, coalescer = self._size_of, self._coalescer
+        try:
+            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
+            keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
+        except Exception:
+            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
+            raise
+        same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
+        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
+        request.return_exceptions = return_exceptions
         with self._lock:
-            queue, policy, worker = self._queue, self._policy, self._worker
+            queue, policy, crew = self._queue, self._policy, self._crew
             if self._closing:
                 self._stats.rejected += n
                 raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            if queue.depth + n > self.max_queue_size:
+            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
+            refused = self._breaker.refusal(
+                now, self.name, n, queue.depth + self._running, self.max_batch_size
+            ) or refusal(
+                policy, queue.depth, self._running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+            )
+            if refused is not None:
                 self._stats.rejected += n
-                retry_after = policy.retry_after(queue.depth + n - self.max_queue_size)
-                raise Overloaded(
-                    f"batcher {self.name!r} has {queue.depth} items queued (max_queue_size={self.max_queue_size}); "
-                    f"retry in {retry_after:.3g}s",
-                    retry_after=retry_after,
-                )
-            if worker.thread is None:
-                worker.start(self.name)
-            queue.push(request, now if n <= self.small_request_size else now + policy.aging())
+                raise refused
+            if not crew.started:
+                crew.start(self.name)
+            self._pending.add(request)
+            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
             self._stats.submitted += n
-            policy.arrived(now, n)
-            if worker.waiting:
-                worker.wake()
+            self._stats.coalesced += n - fresh
+            if queued is not None:
+                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+                policy.arrived(now, fresh)
+                crew.wake()
         return request, timeout
 
     def _count_rejected(self, n: int) -> None:
@@ -306,6 +334,8 @@ class Batcher(PerInstance, Generic[T, U]):
     def _expired_message(self, request: Request) -> str:
         what = "call" if request.single else f"map of {request.size} items"
         state = "before it was dispatched" if request.cursor == 0 else "while it ran"
+        if isinstance(request, (Ticket, Job)):
+            state = "before its coalesced result was ready"
         return f"the {what} to batcher {self.name!r} passed its deadline {state}"
 
     def _finish_locked(
@@ -319,8 +349,15 @@ class Batcher(PerInstance, Generic[T, U]):
         if request.done:
             return False
         request.done = True
+        coalescer = self._coalescer
+        dispatched = request.cursor if coalescer is None else coalescer.dispatched(request)
         self._queue.discard(request)
-        self._stats.resolved(outcome, request.size)
+        self._pending.discard(request)
+        if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
+            return True  # a job: its callers were resolved (or left) one by one
+        if request.failed:  # a map with return_exceptions: its failed items count as failed
+            self._stats.resolved("failed", request.failed, 0)
+        self._stats.resolved(outcome, request.size - request.failed, max(0, dispatched - request.failed))
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:
@@ -329,17 +366,15 @@ class Batcher(PerInstance, Generic[T, U]):
 
     # ------------------------------------------------------------------ lifecycle and what the worker reports
 
-    def _begin_close(self, drain: bool) -> threading.Thread | None:
+    def _begin_close(self, drain: bool, why: str = "closed") -> list[threading.Thread]:
         with self._lock:
             self._closing = True
             if not drain:
                 self._drop_queued_locked(
-                    lambda: BatcherClosed(f"batcher {self.name!r} closed before this call ran"), "cancelled"
+                    lambda: BatcherClosed(f"batcher {self.name!r} {why} before this call ran"), "cancelled"
                 )
-            worker = self._worker
-            if worker.waiting:
-                worker.wake()
-            return worker.thread
+            self._crew.wake_all()
+            return self._crew.threads()
 
     def _drop_queued_locked(self, error: Callable[[], BaseException], outcome: str) -> None:
         for request in self._queue.drain():
@@ -364,10 +399,13 @@ class Batcher(PerInstance, Generic[T, U]):
                 policy.dispatched()
                 queue.clear()  # only dead entries remain: every live one has queued items
                 return None, (0.0 if self._closing else None)
-            if not self._closing and queue.depth < self.max_batch_size:
-                delay = policy.company_delay(now, queue.oldest_arrival)
-                if delay > 0:
-                    return None, delay
+            groups = self._group_costs  # the wait for company reads the cost of the group that will run
+            reason, delay = policy.why_now(
+                now, queue.depth, queue.budget_full(), self._closing, queue.oldest_arrival,
+                None if groups is None else groups.batch_cost(queue.next_key()),
+            )
+            if reason is None:
+                return None, delay
             policy.dispatched()
             batch, expired, real, padded = queue.take(now)
             for request in expired:
@@ -378,9 +416,12 @@ class Batcher(PerInstance, Generic[T, U]):
                 for request, start, stop in batch:
                     stats.queue_wait.add(now - request.arrival)
                     running += stop - start
-                self._running = running
+                self._running += running
+                stats.reasons[reason] += 1
                 stats.real_tokens += real
                 stats.padded_tokens += padded
+                if queue.depth:
+                    self._crew.wake()  # another worker with a free slot may take the rest
                 return batch, None
             # Everything at the top had expired or been resolved: plan again.
 
@@ -404,12 +445,21 @@ class Batcher(PerInstance, Generic[T, U]):
         outbox: Outbox = []
         with self._lock:
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
+            padded = None
             if self._size_of is not None:
-                self._token_cost.add(padded_tokens(part), seconds)
+                padded = padded_tokens(part)
+                self._token_cost.add(padded, seconds)
+            if self._group_costs is not None:
+                first, start, _ = part[0]  # a batch holds one group: its first item's key is the batch's
+                self._group_costs.add(cast("list[Hashable]", first.keys)[start], len(values), seconds, padded)
             offset = 0
             for request, start, stop in part:
                 if request.single:
                     self._finish_locked(request, values[offset], None, "completed", outbox)
+                elif type(request) is Job:
+                    cast(Coalescer, self._coalescer).deliver(
+                        request, start, stop, values, offset, self._finish_locked, outbox
+                    )
                 elif not request.done and request.fill(start, stop, values, offset):
                     self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += stop - start
@@ -418,18 +468,35 @@ class Batcher(PerInstance, Generic[T, U]):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         outbox: Outbox = []
         with self._lock:
-            for request, _, _ in part:
-                if not request.done:
+            for request, start, stop in part:
+                if type(request) is Job:
+                    cast(Coalescer, self._coalescer).fail(request, start, stop, exc, self._finish_locked, outbox)
+                    continue
+                if request.done:
+                    continue
+                if request.return_exceptions:
+                    request.failed += stop - start
+                    if request.fill(start, stop, [clone(exc) for _ in range(start, stop)], 0):
+                        self._finish_locked(request, request.results, None, "completed", outbox)
+                else:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
                     self._finish_locked(request, None, clone(exc) if outbox else exc, "failed", outbox)
         send(outbox)
 
-    def _batch_done(self) -> None:
+    def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         with self._lock:
-            self._running = 0
+            self._running -= sum(stop - start for _, start, stop in batch)
+            self._stats.retries += retries
+            now = _clock.now()
+            if self._breaker.ended(now, verdict):
+                error = self._breaker.open_error(now, self.name)
+                logger.warning("microbatch: %s; failing the %d queued items", error, self._queue.depth)
+                self._drop_queued_locked(lambda: clone(error), "failed")
 
     def _worker_exited(self) -> None:
         with self._lock:
+            if not self._crew.exited():
+                return
             self._stopped = True
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:
@@ -446,16 +513,4 @@ Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
 Batcher.__init__.__signature__ = signature("self", "fn")  # type: ignore[attr-defined]
 
 
-def batch(**options: Unpack[BatcherOptions]) -> Callable[[Callable[..., Any]], Batcher[Any, Any]]:
-    """Decorator form of :class:`Batcher`, taking the same keyword arguments.
-
-    On a function it returns a :class:`Batcher`; on a method, each instance gets its own batcher the
-    first time the attribute is read (so ``self`` is bound and instances never share batches).
-    """
-
-    def decorate(fn: Callable[..., Any]) -> Batcher[Any, Any]:
-        # Typed loosely: a method takes (self, items) until the instance binds it; the options pass
-        # through whichever overload they fit.
-        return Batcher(fn, **cast(dict[str, Any], options))
-
-    return decorate
+batch = decorator(Batcher)

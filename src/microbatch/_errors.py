@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 __all__ = [
+    "BadBatchOutput",
     "BatchSizeMismatch",
     "ItemTooLarge",
     "BatcherClosed",
+    "CircuitOpen",
     "DeadlineExceeded",
     "MicrobatchError",
     "Overloaded",
@@ -34,6 +36,20 @@ def _rebuild_overloaded(message: str, retry_after: float) -> Overloaded:
     return Overloaded(message, retry_after=retry_after)
 
 
+class CircuitOpen(Overloaded):
+    """Raised instead of running a call while the circuit breaker is open after batch-wide failures.
+
+    Nothing was run or enqueued; ``retry_after`` is the time, in seconds, until the breaker lets a probe through.
+    """
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_circuit_open, (str(self), self.retry_after))
+
+
+def _rebuild_circuit_open(message: str, retry_after: float) -> CircuitOpen:
+    return CircuitOpen(message, retry_after=retry_after)
+
+
 class DeadlineExceeded(MicrobatchError, TimeoutError):
     """Raised when a call's timeout passes before its result is ready; an expired item never reaches the model."""
 
@@ -42,7 +58,11 @@ class BatcherClosed(MicrobatchError):
     """Raised when a call reaches a closed or closing batcher, or is dropped by ``close(drain=False)``."""
 
 
-class BatchSizeMismatch(MicrobatchError):
+class BadBatchOutput(MicrobatchError, TypeError):
+    """Raised to every caller of a batch whose function returned something other than one output per input."""
+
+
+class BatchSizeMismatch(BadBatchOutput):
     """Raised to every caller of a batch whose function returned a different number of outputs than inputs."""
 
     def __init__(self, expected: int, got: int) -> None:

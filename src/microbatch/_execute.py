@@ -1,4 +1,4 @@
-"""Running one batch safely: the output checks, bisection to the failing items, and an error copy per caller.
+"""Running one batch safely: the output checks, bounded bisection (:mod:`._isolate`), an error copy per caller.
 
 :func:`run_batch` is a generator shared by the sync and async workers: it yields each list of items
 to call ``fn`` on and receives that call's :data:`Outcome`, so it never knows how ``fn`` is called.
@@ -11,10 +11,12 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
-from ._errors import BatchSizeMismatch, MicrobatchError
+from ._errors import BadBatchOutput, BatchSizeMismatch, MicrobatchError
+from ._isolate import BatchErrors, Bisection, Verdict
 from ._queue import Slice
 
 __all__ = ["Outcome", "Outcomes", "check_output", "clone", "run_batch"]
@@ -29,6 +31,7 @@ class Outcomes(Protocol):
     """What running a batch reports to. Each method takes the batcher's lock itself."""
 
     name: str
+    batch_errors: BatchErrors
 
     def _live(self, part: list[Slice]) -> list[Slice]:
         """The slices of ``part`` still worth running (resolving any whose deadline has passed)."""
@@ -42,44 +45,48 @@ class Outcomes(Protocol):
     def _fail(self, part: list[Slice], exc: BaseException) -> None:
         """Every caller in ``part`` gets ``exc`` (each its own copy)."""
 
-    def _batch_done(self) -> None:
-        """Nothing of the batch is running any more."""
+    def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
+        """Nothing of ``batch`` is running any more: how it went, and the calls of ``fn`` beyond its first."""
 
 
 def run_batch(batch: list[Slice], outcomes: Outcomes, isolate: bool) -> Generator[list[Any], Outcome, None]:
     """Run one batch: yields the item lists to call ``fn`` on, receives each call's outcome.
 
-    With ``isolate``, a failed part is split in halves and each half retried until the failing items
-    are alone; nothing here may escape, so every request of the batch is resolved whatever ``fn`` or
-    its output does.
+    With ``isolate``, a failed part is bisected under the bound of :mod:`._isolate`; nothing here may
+    escape, so every request of the batch is resolved whatever ``fn`` or its output does.
     """
-    parts = [batch]
+    plan = Bisection(batch, isolate, outcomes.batch_errors)
     try:
-        while parts:
-            part = outcomes._live(parts.pop())
+        while (planned := plan.next_part()) is not None:
+            part = outcomes._live(planned)
             if not part:
                 continue
             items = [item for request, start, stop in part for item in request.items[start:stop]]
             ok, value, seconds = yield items
+            plan.ran()
             outcomes._ran(len(items), seconds)
             if ok:
                 values = check_output(value, len(items), outcomes.name)
                 if isinstance(values, list):
+                    plan.succeeded()
                     outcomes._complete(part, values, seconds)
                 else:
+                    plan.output_failed()
                     outcomes._fail(part, values)
-            elif isolate and len(items) > 1 and isinstance(value, Exception):
-                first, second = split(part, len(items) // 2)
-                parts.append(second)
-                parts.append(first)
-            else:
+            elif not isinstance(value, Exception):
+                plan.output_failed()  # KeyboardInterrupt and the like say nothing about the items: no bisection
                 outcomes._fail(part, as_exception(value))
+            else:
+                for failing, exc in plan.failed(part, value):
+                    outcomes._fail(failing, exc)
     except BaseException as exc:  # noqa: BLE001 - the worker must survive anything
         logger.exception("microbatch: internal error in batcher %r; failing the batch", outcomes.name)
-        for rest in [batch, *parts]:
-            outcomes._fail(rest, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"))
+        outcomes._fail(batch, MicrobatchError(f"internal error in batcher {outcomes.name!r}: {exc!r}"))
     finally:
-        outcomes._batch_done()
+        outcomes._batch_done(batch, plan.verdict, max(0, plan.calls - 1))
+
+
+_PER_ITEM_HINT = ". It looks like a function of one item: it must take a list of items and return a list of outputs"
 
 
 def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
@@ -90,10 +97,16 @@ def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
             f"the batch function of {name!r} returned a coroutine: pass the async function itself "
             "(an `async def`), not a sync wrapper around it"
         )
+    problem = None if type(output) is list or type(output) is tuple else _unusable(output)
+    if problem is not None:
+        return _bad_output(name, n, output, problem)
     try:
         if not hasattr(output, "__len__") or not hasattr(output, "__getitem__"):
-            output = list(output)
-        got = len(output)
+            output = list(output)  # an iterator or generator: its order is the input order
+        try:
+            got = len(output)
+        except TypeError:  # a 0-d array or tensor: a scalar in disguise
+            return _bad_output(name, n, output, f" (a scalar, without a length){_PER_ITEM_HINT}")
         if got != n:
             return BatchSizeMismatch(n, got)
         return [output[i] for i in range(got)]
@@ -102,23 +115,28 @@ def check_output(output: Any, n: int, name: str) -> list[Any] | BaseException:
         return exc
 
 
-def split(part: list[Slice], at: int) -> tuple[list[Slice], list[Slice]]:
-    """Split a batch's slices into the first ``at`` items and the rest."""
-    first: list[Slice] = []
-    second: list[Slice] = []
-    seen = 0
-    for request, start, stop in part:
-        k = stop - start
-        if seen + k <= at:
-            first.append((request, start, stop))
-        elif seen >= at:
-            second.append((request, start, stop))
-        else:
-            cut = start + (at - seen)
-            first.append((request, start, cut))
-            second.append((request, cut, stop))
-        seen += k
-    return first, second
+def _unusable(output: Any) -> str | None:
+    """Why an output can never be one output per input (the end of the error message), or None."""
+    if output is None:
+        return ". Does it lack a return statement?"
+    if isinstance(output, (str, bytes, bytearray)):
+        return _PER_ITEM_HINT
+    if isinstance(output, Mapping):
+        return " (keyed, not ordered by position): return a list of its values in input order"
+    if isinstance(output, AbstractSet):
+        return " (it has no order): return a list"
+    if not hasattr(output, "__iter__") and not hasattr(output, "__len__"):
+        return _PER_ITEM_HINT  # a number, or a numpy scalar (which has __getitem__ but no items)
+    return None
+
+
+def _bad_output(name: str, n: int, output: Any, problem: str) -> BadBatchOutput:
+    kind = "None" if output is None else type(output).__name__
+    return BadBatchOutput(
+        f"the batch function of {name!r} must return one output per input, in input order, as an indexable "
+        f"sequence (a list, tuple or array); for a batch of {n} input{'s' if n != 1 else ''} it returned "
+        f"{kind}{problem}"
+    )
 
 
 def as_exception(value: BaseException) -> BaseException:

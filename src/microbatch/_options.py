@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from ._collate import Collate
 
 __all__ = [
-    "OPTIONS", "BatcherOptions", "OnError", "Option", "PlainOptions", "check_option", "resolve", "signature",
-    "unknown_options",
+    "OPTIONS", "BatcherOptions", "OnError", "Option", "PlainOptions", "check_call_timeout", "check_option", "resolve",
+    "signature", "unknown_options",
 ]
 
 OnError = Literal["isolate", "fail_batch"]
@@ -39,6 +39,14 @@ class PlainOptions(TypedDict, total=False):
     group_by_length: bool
     timeout: float | None
     on_worker_start: Callable[[], object] | None
+    max_queue_delay_ms: float | None
+    batch_errors: type[BaseException] | tuple[type[BaseException], ...]
+    breaker_threshold: int | None
+    breaker_open_ms: float
+    group_by: Callable[[Any], Hashable] | None
+    size_of: Callable[[Any], int] | None
+    max_concurrent_batches: int
+    coalesce: bool | Callable[[Any], Hashable]
 
 
 class BatcherOptions(PlainOptions, total=False):
@@ -78,18 +86,26 @@ def _integer(minimum: int, *, optional: bool = False) -> Callable[[str, Any], No
     return check
 
 
+def _number(name: str, value: Any, unit: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be None or a number of {unit}, got {type(value).__name__} {value!r}")
+
+
 def _milliseconds(name: str, value: Any) -> None:
     if value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ValueError(f"{name} must be None or a number of milliseconds >= 0, got {value!r}")
+    _number(name, value, "milliseconds")
+    # Infinity is refused too: a wait or a yield that never ends leaves a lone call queued for good.
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be None or a finite number of milliseconds >= 0, got {value!r}")
 
 
 def _seconds(name: str, value: Any) -> None:
-    if value is not None and (
-        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
-    ):
-        raise ValueError(f"{name} must be None or a number of seconds > 0, got {value!r}")
+    if value is None:
+        return
+    _number(name, value, "seconds")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be None or a number of seconds > 0, got {value!r} (finite: None means no limit)")
 
 
 def _on_error(name: str, value: Any) -> None:
@@ -110,6 +126,40 @@ def _text(name: str, value: Any) -> None:
 def _hook(name: str, value: Any) -> None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be a function taking no arguments (or None), got {type(value).__name__}")
+
+
+def _coalesce(name: str, value: Any) -> None:
+    if not isinstance(value, bool) and not callable(value):
+        raise TypeError(f"{name} must be True, False or a function returning an item's key, got {value!r}")
+
+
+def _exception_types(name: str, value: Any) -> None:
+    classes = value if isinstance(value, tuple) else (value,)
+    if not all(isinstance(c, type) and issubclass(c, BaseException) for c in classes):
+        raise TypeError(
+            f"{name} must be an exception class or a tuple of them, like (TimeoutError, ConnectionError), got {value!r}"
+        )
+
+
+def _positive_milliseconds(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a number of milliseconds > 0, got {value!r}")
+
+
+def _key_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its group key (or None), got {type(value).__name__}; "
+            "for example operator.itemgetter('language')"
+        )
+
+
+def _size_function(name: str, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError(
+            f"{name} must be a function of one item returning its length in tokens (or None), "
+            f"got {type(value).__name__}; for example lambda item: len(item['input_ids'])"
+        )
 
 
 def _collate(name: str, value: Any) -> None:
@@ -145,6 +195,32 @@ OPTIONS: Mapping[str, Option] = {
                "called with no arguments on the worker thread before its first batch (per-thread runtime "
                "setup such as torch.set_num_threads); if it raises, the error is logged and the worker serves",
                app_wide=False),
+        Option("max_queue_delay_ms", None, _milliseconds,
+               "refuse a call with Overloaded when the cost model predicts it would wait longer than this "
+               "before its batch starts (None: off)"),
+        Option("batch_errors", (), _exception_types,
+               "exception types that mean the whole batch failed (a model or backend fault): never bisected, "
+               "they fail every call of the batch and count towards the circuit breaker"),
+        Option("breaker_threshold", 5, _integer(1, optional=True),
+               "batch-wide failures in a row that open the circuit breaker (calls then raise CircuitOpen); "
+               "None turns the breaker off"),
+        Option("breaker_open_ms", 1000.0, _positive_milliseconds,
+               "how long the breaker first stays open before a probe batch; each failed probe doubles it, "
+               "up to 32 times this"),
+        Option("group_by", None, _key_function,
+               "a function of an item returning its group key (hashable): a batch only holds items with equal "
+               "keys (settings that must be the same for the whole batch); called on the caller's thread",
+               app_wide=False),
+        Option("size_of", None, _size_function,
+               "a function of an item returning its length in tokens, for max_batch_tokens and length grouping "
+               "(default: collate.size with a collate, else len(item)); called on the caller's thread",
+               app_wide=False),
+        Option("max_concurrent_batches", 1, _integer(1),
+               "batches each replica of fn runs at once: an async fn on its event loop, a sync fn on that many "
+               "worker threads (so it must be thread-safe)", app_wide=False),
+        Option("coalesce", False, _coalesce,
+               "True (or a function giving each item's key) computes identical items queued or running at the "
+               "same time once; each caller gets its own copy of the result"),
     )
 }
 
@@ -156,6 +232,17 @@ if _drift:  # the two halves of the schema must list the same names
 def unknown_options(names: Iterable[str]) -> list[str]:
     """The names that are not options, in the order given."""
     return [name for name in names if name not in OPTIONS]
+
+
+def check_call_timeout(value: Any) -> None:
+    """Check a per-call ``timeout=`` by the rules of the ``timeout`` option, saying so in the message."""
+    try:
+        OPTIONS["timeout"].check("timeout", value)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(
+            f"{exc} (per call as for the Batcher option; for a budget shared by several calls use "
+            "microbatch.deadline())"
+        ) from None
 
 
 def check_option(name: str, value: Any) -> None:

@@ -6,8 +6,11 @@ import bisect
 import math
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+
+from ._policy import DISPATCH_REASONS
 
 if TYPE_CHECKING:
     from ._policy import CostModel
@@ -39,10 +42,17 @@ class Stats:
 
     Item counters count items, so a ``map`` of 64 items adds 64 to ``submitted``. Every accepted item
     ends in exactly one of ``completed``, ``failed``, ``expired`` or ``cancelled`` (which includes
-    items dropped by ``close(drain=False)``); ``rejected`` counts items refused at admission.
+    items dropped by ``close(drain=False)``); ``rejected`` counts items refused at admission (queue full,
+    closed, too many tokens, circuit breaker open). ``expired_running`` is the part of ``expired``
+    whose items had been dispatched (the model's wasted work). ``batches`` counts calls of the batch
+    function, ``retries`` those beyond the first of a batch (bisection); ``dispatch_reasons`` counts
+    dispatched batches by why they were sent (``DISPATCH_REASONS``; the README explains each).
+    ``breaker_state`` is ``closed``, ``open`` or ``half_open``; ``breaker_opened`` counts openings.
     Percentiles are over the most recent observations (a window of ``window`` values).
     ``fixed_cost``/``per_item_cost`` are the measured cost model (seconds per call, per item);
-    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens.
+    ``padding_efficiency`` (length-aware batchers) is real tokens over padded tokens. ``coalesced``
+    counts submitted items that joined an identical item in flight instead of being computed
+    (``coalesce``); they end in an outcome counter like any other.
     """
 
     name: str
@@ -67,6 +77,12 @@ class Stats:
     per_item_cost: float | None
     window: int
     padding_efficiency: float | None = None
+    retries: int = 0
+    expired_running: int = 0
+    dispatch_reasons: Mapping[str, int] = field(default_factory=lambda: _frozen(dict.fromkeys(DISPATCH_REASONS, 0)))
+    breaker_state: str = "closed"
+    breaker_opened: int = 0
+    coalesced: int = 0
 
     @property
     def in_flight(self) -> int:
@@ -75,10 +91,17 @@ class Stats:
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as plain JSON-serialisable data."""
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        for name in ("queue_wait", "run_time"):
+            data[name] = asdict(data[name])
         data["batch_sizes"] = {str(k): v for k, v in sorted(self.batch_sizes.items())}
+        data["dispatch_reasons"] = dict(self.dispatch_reasons)
         data["in_flight"] = self.in_flight
         return data
+
+
+def _frozen(counts: dict[str, int]) -> Mapping[str, int]:
+    return MappingProxyType(counts)
 
 
 class TimingRecorder:
@@ -126,7 +149,8 @@ class StatsRecorder:
 
     __slots__ = (
         "submitted", "completed", "failed", "rejected", "expired", "cancelled", "batches", "items_run", "sizes",
-        "queue_wait", "run_time", "real_tokens", "padded_tokens",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens", "retries", "expired_running", "reasons",
+        "queue_wait", "run_time", "real_tokens", "padded_tokens", "coalesced",
     )
 
     def __init__(self) -> None:
@@ -136,18 +160,22 @@ class StatsRecorder:
         self.queue_wait = TimingRecorder(WINDOW)
         self.run_time = TimingRecorder(WINDOW)
         self.real_tokens = self.padded_tokens = 0
+        self.retries = self.expired_running = 0
+        self.reasons: dict[str, int] = dict.fromkeys(DISPATCH_REASONS, 0)
+        self.coalesced = 0
 
     def __repr__(self) -> str:
         return f"<StatsRecorder submitted={self.submitted} completed={self.completed} batches={self.batches}>"
 
-    def resolved(self, outcome: str, n: int) -> None:
-        """Count ``n`` items ending as ``outcome``: completed, failed, expired or cancelled."""
+    def resolved(self, outcome: str, n: int, dispatched: int) -> None:
+        """Count ``n`` items ending as ``outcome`` (completed, failed, expired or cancelled); ``dispatched`` ran."""
         if outcome == "completed":
             self.completed += n
         elif outcome == "failed":
             self.failed += n
         elif outcome == "expired":
             self.expired += n
+            self.expired_running += dispatched
         else:
             self.cancelled += n
 
@@ -158,7 +186,10 @@ class StatsRecorder:
         self.sizes[n] = self.sizes.get(n, 0) + 1
         self.run_time.add(seconds)
 
-    def snapshot(self, name: str, queue_depth: int, running: int, cost: CostModel) -> Stats:
+    def snapshot(
+        self, name: str, queue_depth: int, running: int, cost: CostModel, breaker: tuple[str, int] = ("closed", 0)
+    ) -> Stats:
+        """The snapshot; ``breaker`` is the circuit breaker's state and times opened."""
         qw50, qw99 = self.queue_wait.percentiles()
         rt50, rt99 = self.run_time.percentiles()
         return Stats(
@@ -184,4 +215,10 @@ class StatsRecorder:
             per_item_cost=cost.per_item,
             window=WINDOW,
             padding_efficiency=self.real_tokens / self.padded_tokens if self.padded_tokens else None,
+            retries=self.retries,
+            expired_running=self.expired_running,
+            dispatch_reasons=_frozen(dict(self.reasons)),
+            breaker_state=breaker[0],
+            breaker_opened=breaker[1],
+            coalesced=self.coalesced,
         )

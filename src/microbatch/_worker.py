@@ -1,11 +1,14 @@
-"""The worker: one long-lived thread per batcher that drives batches through ``fn``, sync or async.
+"""A worker: one long-lived thread that drives batches through one replica of ``fn``, sync or async.
 
-One driver (:meth:`Worker._drive`) plans, sleeps and runs batches for both kinds of ``fn``: it is a
-generator that yields either a delay to sleep for or a list of items to call ``fn`` on. A sync
-``fn`` is called on the worker thread; an ``async def`` on an event loop that thread owns, which runs
-for the batcher's whole life. Only those two small runners differ. Callers never run ``fn``, so
-Flask/Django threads, ASGI loops and ``async_to_sync`` one-off loops can share a batcher. A forked
-child starts without the parent's worker (:func:`track_for_fork`).
+One driver (:meth:`Worker._drive`) plans and sleeps for both kinds of ``fn``: it is a generator that
+yields either a delay to sleep for or a batch to start, and plans only while the worker has a free
+slot. A sync ``fn`` has one slot and runs each batch on the worker thread; an ``async def`` runs on
+an event loop that thread owns for the batcher's whole life, with up to ``slots`` batches in flight
+on it at once (each one a task). Only those two small runners differ; each batch goes through
+:func:`~microbatch._execute.run_batch`. Callers never run ``fn``, so Flask/Django threads, ASGI loops
+and ``async_to_sync`` one-off loops can share a batcher. A batcher's workers (one per replica) form
+its :class:`~microbatch._crew.Crew`. A forked child starts without the parent's workers
+(:func:`track_for_fork`).
 """
 
 from __future__ import annotations
@@ -31,8 +34,8 @@ logger = logging.getLogger("microbatch")
 
 MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
-# What the driver yields: a list of items to call fn on, or seconds to sleep (None: until woken).
-Step = list[Any] | float | None
+# What the driver yields: a batch to start, or seconds to sleep (None: until woken).
+Step = list[Slice] | float | None
 
 
 class Engine(Outcomes, Protocol):
@@ -42,7 +45,7 @@ class Engine(Outcomes, Protocol):
         """A batch to run, or how long to sleep (None: until woken; 0.0: exit). Called under the lock."""
 
     def _worker_exited(self) -> None:
-        """The worker is gone for good: called last, on its thread."""
+        """A worker is gone for good: called last, on its thread."""
 
 
 class _ThreadWakeup:
@@ -82,6 +85,10 @@ class _LoopWakeup:
     def set(self) -> None:
         self._loop.call_soon_threadsafe(self._event.set)
 
+    def set_here(self) -> None:
+        """``set`` from the loop's own thread (a batch of this worker ended)."""
+        self._event.set()
+
     async def wait(self, timeout: float | None) -> None:
         try:
             await asyncio.wait_for(self._event.wait(), None if timeout is None else min(timeout, MAX_SLEEP))
@@ -90,13 +97,15 @@ class _LoopWakeup:
 
 
 class Worker:
-    """The batcher's worker thread, started on demand; ``waiting`` and ``wake`` are used under the lock.
+    """One worker thread, started on demand; ``waiting`` and ``wake`` are used under the lock.
 
-    ``waiting`` is True while the driver sleeps and wants a wake-up on arrival or close.
+    ``waiting`` is True while the driver sleeps with a free slot and wants a wake-up on arrival or
+    close. ``busy`` counts its batches in flight (at most ``slots``; only its own thread changes it).
     """
 
     __slots__ = (
-        "_engine", "_lock", "_fn", "_collate", "_isolate", "_on_start", "is_async", "thread", "waiting", "_wakeup",
+        "_engine", "_lock", "_fn", "_collate", "_isolate", "_on_start", "is_async", "slots", "busy", "thread",
+        "waiting", "_wakeup",
     )
 
     def __init__(
@@ -107,6 +116,7 @@ class Worker:
         collate: Collate | None,
         isolate: bool,
         on_start: Callable[[], object] | None = None,
+        slots: int = 1,
     ) -> None:
         self._engine = engine
         self._on_start = on_start
@@ -115,13 +125,18 @@ class Worker:
         self._collate = collate
         self._isolate = isolate
         self.is_async = is_async_callable(fn)
+        self.slots = slots
+        self.busy = 0
         self.thread: threading.Thread | None = None
         self.waiting = False
         self._wakeup: _ThreadWakeup | _LoopWakeup = _ThreadWakeup()  # each runner installs its own at start
 
     def __repr__(self) -> str:
         alive = self.thread is not None and self.thread.is_alive()
-        return f"<Worker {'async' if self.is_async else 'sync'} alive={alive} waiting={self.waiting}>"
+        return (
+            f"<Worker {'async' if self.is_async else 'sync'} alive={alive} busy={self.busy}/{self.slots} "
+            f"waiting={self.waiting}>"
+        )
 
     def start(self, name: str) -> None:
         run = self._run_async if self.is_async else self._run_sync
@@ -142,27 +157,21 @@ class Worker:
         except BaseException:  # noqa: BLE001 - even SystemExit here must not leave callers without a worker
             logger.exception("microbatch: on_worker_start of batcher %r raised; the worker serves without it", name)
 
-    def refuse_own_thread(self, method: str, async_method: str | None, name: str) -> None:
-        """Raise if called on this worker's thread, where waiting for a result would wait on itself."""
-        thread = self.thread
-        if thread is not None and thread is threading.current_thread():
-            if async_method is not None:
-                fix = f"await {async_method}() instead, from outside the batch function"
-            else:
-                fix = "the batch function cannot wait for its own batcher; call the model directly there"
-            raise RuntimeError(
-                f"{method}() was called on batcher {name!r}'s own worker, where it would wait on itself forever: {fix}"
-            )
-
     def wake(self) -> None:
         """Wake the sleeping driver (call under the lock, when ``waiting``)."""
         self.waiting = False
         self._wakeup.set()
 
-    def _drive(self) -> Generator[Step, Outcome | None, None]:
-        """The one driver loop: plan under the lock, then sleep or run the batch, until told to exit."""
-        engine, lock, isolate = self._engine, self._lock, self._isolate
+    def _drive(self) -> Generator[Step, None, None]:
+        """The one driver loop: while a slot is free plan under the lock, then sleep or start the batch."""
+        engine, lock = self._engine, self._lock
         while True:
+            if self.busy >= self.slots:
+                # Every slot is taken: sleep until one of this worker's batches ends (it sets the
+                # wake-up itself); arrivals do not wake a worker that could not take them.
+                self._wakeup.clear()
+                yield None
+                continue
             with lock:
                 self.waiting = False
                 batch, delay = engine._plan_locked()
@@ -171,7 +180,7 @@ class Worker:
                     self._wakeup.clear()
                     self.waiting = True
             if batch is not None:
-                yield from run_batch(batch, engine, isolate)
+                yield batch
             elif delay == 0.0:
                 return
             else:
@@ -182,24 +191,30 @@ class Worker:
         wakeup = _ThreadWakeup()
         with self._lock:
             self._wakeup = wakeup
-        steps = self._drive()
         try:
-            step = next(steps)
-            while True:
+            for step in self._drive():
                 if isinstance(step, list):
-                    started = _clock.now()
-                    try:
-                        outcome: Outcome = (True, call(step), _clock.now() - started)
-                    except BaseException as exc:  # noqa: BLE001 - the batch function's failure is the callers' to see
-                        outcome = (False, exc, _clock.now() - started)
-                    step = steps.send(outcome)
+                    self.busy = 1
+                    self._run_batch_sync(step, call)
+                    self.busy = 0
                 else:
                     wakeup.wait(step)
-                    step = steps.send(None)
-        except StopIteration:
-            pass
         finally:
             self._engine._worker_exited()
+
+    def _run_batch_sync(self, batch: list[Slice], call: Callable[[list[Any]], Any]) -> None:
+        steps = run_batch(batch, self._engine, self._isolate)
+        try:
+            items = next(steps)
+            while True:
+                started = _clock.now()
+                try:
+                    outcome: Outcome = (True, call(items), _clock.now() - started)
+                except BaseException as exc:  # noqa: BLE001 - the batch function's failure is the callers' to see
+                    outcome = (False, exc, _clock.now() - started)
+                items = steps.send(outcome)
+        except StopIteration:
+            pass
 
     def _invoker(self) -> Callable[[list[Any]], Any]:
         """What the sync worker calls on a list of items: ``fn``, wrapped in the collation if any."""
@@ -221,31 +236,49 @@ class Worker:
             self._engine._worker_exited()
 
     async def _run_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        fn: Callable[[Any], Awaitable[Any]] = self._fn
-        collate = self._collate
         wakeup = _LoopWakeup(loop)
         with self._lock:
             self._wakeup = wakeup
-        steps = self._drive()
+        tasks: set[asyncio.Task[None]] = set()
         try:
-            step = next(steps)
-            while True:
-                if isinstance(step, list):
-                    started = _clock.now()
-                    try:
-                        if collate is None:
-                            result = await fn(step)
-                        else:
-                            result = collate.split(await fn(collate.collate(step)), step)
-                        outcome: Outcome = (True, result, _clock.now() - started)
-                    except BaseException as exc:  # noqa: BLE001
-                        outcome = (False, exc, _clock.now() - started)
-                    step = steps.send(outcome)
-                else:
+            for step in self._drive():
+                if not isinstance(step, list):
                     await wakeup.wait(step)
-                    step = steps.send(None)
+                    continue
+                self.busy += 1
+                if self.slots == 1:
+                    await self._run_batch_async(step, wakeup)  # one at a time: no task to create
+                else:
+                    task = loop.create_task(self._run_batch_async(step, wakeup))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        finally:
+            # Closing (or a fault) ends planning; the batches still in flight finish before the worker exits.
+            while tasks:
+                await asyncio.wait(set(tasks))
+
+    async def _run_batch_async(self, batch: list[Slice], wakeup: _LoopWakeup) -> None:
+        fn: Callable[[Any], Awaitable[Any]] = self._fn
+        collate = self._collate
+        steps = run_batch(batch, self._engine, self._isolate)
+        try:
+            items = next(steps)
+            while True:
+                started = _clock.now()
+                try:
+                    if collate is None:
+                        result = await fn(items)
+                    else:
+                        result = collate.split(await fn(collate.collate(items)), items)
+                    outcome: Outcome = (True, result, _clock.now() - started)
+                except BaseException as exc:  # noqa: BLE001
+                    outcome = (False, exc, _clock.now() - started)
+                items = steps.send(outcome)
         except StopIteration:
             pass
+        finally:
+            self.busy -= 1
+            wakeup.set_here()  # a slot is free: the driver may plan again
 
 
 def is_async_callable(fn: object) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from ._deadline import deadline
 from ._errors import (
     BatcherClosed,
+    CircuitOpen,
     DeadlineExceeded,
     ItemTooLarge,
     MicrobatchError,
@@ -37,7 +38,10 @@ TIMEOUT_HEADER = "X-Request-Timeout"
 
 # The one mapping: exception -> (status, the message a client sees). The exception's own message
 # names settings (max_queue_size=..., max_batch_tokens=...) and batcher names; it goes to the log only.
+# The first matching row wins: a subclass comes before its base.
 _MAPPING: tuple[tuple[type[MicrobatchError], int, str], ...] = (
+    (CircuitOpen, 503, "the model is failing and the server is not taking work for it: retry after the number "
+     "of seconds in Retry-After"),
     (Overloaded, 503, "the server is overloaded: retry after the number of seconds in Retry-After"),
     (BatcherClosed, 503, "the server is shutting down and accepts no new work: retry the request"),
     (DeadlineExceeded, 504, "the request's time limit passed before its result was ready"),
@@ -73,10 +77,10 @@ class ErrorResponse:
 def error_response(exc: BaseException) -> ErrorResponse | None:
     """The HTTP answer for one of :data:`HTTP_ERRORS` (logged at INFO with its detail), or None for any other.
 
-    ``Overloaded`` is 503 with ``Retry-After`` in whole seconds, at least 1 (0 would invite a retry
-    into the same full queue); ``BatcherClosed`` 503; ``RedisUnavailable`` (a remote batcher's broker
-    is down) 503; ``DeadlineExceeded`` 504; ``ItemTooLarge`` 413, since the client sent more than
-    one batch can hold.
+    ``Overloaded`` and its ``CircuitOpen`` (the circuit breaker is open) are 503 with ``Retry-After``
+    in whole seconds, at least 1 (0 would invite a retry into the same full queue); ``BatcherClosed``
+    503; ``RedisUnavailable`` (a remote batcher's broker is down) 503; ``DeadlineExceeded`` 504;
+    ``ItemTooLarge`` 413, since the client sent more than one batch can hold.
     """
     for error, status, message in _MAPPING:
         if isinstance(exc, error):

@@ -14,8 +14,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-
-from tests._support import wait_until
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -24,6 +22,7 @@ from starlette.routing import Route
 
 from asgi_microbatch import BatchingMiddleware, get_batcher
 from microbatch import Batcher
+from tests._support import wait_until
 
 WAIT = 10.0  # bounds a wait for something that should happen almost at once; no assertion depends on it
 
@@ -57,9 +56,9 @@ class Gate:
 
 
 class Endpoint:
-    """``GET /healthz`` (no batcher call), ``GET /embed?text=...`` (async), ``POST /embed`` with ``{"text": ...}`` (async) and
-    ``GET /embed-sync?text=...`` (a sync endpoint, run in Starlette's threadpool), all over the
-    batcher ``"embed"``.
+    """``GET /healthz`` (no batcher call), ``GET /embed?text=...`` (async), ``POST /embed`` with
+    ``{"text": ...}`` (async) and ``GET /embed-sync?text=...`` (a sync endpoint, run in Starlette's
+    threadpool), all over the batcher ``"embed"``.
 
     ``calls`` counts the requests that reached an endpoint; ``cancelled`` is set once an endpoint
     was cancelled while it waited for its result.

@@ -20,7 +20,7 @@ from starlette.requests import Request
 
 import asgi_microbatch
 from asgi_microbatch import BatchingMiddleware, get_batcher
-from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded
+from microbatch import Batcher, BatcherClosed, DeadlineExceeded, Overloaded, SupportsBatching
 from microbatch.web import error_response
 
 WAIT = 10.0
@@ -74,7 +74,8 @@ def test_public_api_matches_all() -> None:
 
 
 def test_batchers_must_be_batchers() -> None:
-    with pytest.raises(TypeError, match=r"batchers\['embed'\] must be a microbatch.Batcher or microbatch.remote.RemoteBatcher, got function"):
+    expected = r"batchers\['embed'\] must be a microbatch.Batcher or microbatch.remote.RemoteBatcher, got function"
+    with pytest.raises(TypeError, match=expected):
         BatchingMiddleware(raises_on_lifespan, batchers={"embed": lambda texts: texts})  # type: ignore[dict-item]
 
 
@@ -109,7 +110,7 @@ def test_websocket_and_unknown_scopes_pass_through_untouched(make_batcher: Any) 
 
 def test_stacked_middlewares_share_all_their_batchers(make_batcher: Any) -> None:
     embed, rerank = make_batcher(), make_batcher(name="rerank")
-    found: list[Batcher[Any, Any]] = []
+    found: list[SupportsBatching[Any, Any]] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         found.extend([get_batcher(scope, "embed"), get_batcher(scope, "rerank")])
@@ -177,8 +178,9 @@ def test_hang_up_cancels_the_waiting_app_and_the_request_ends_quietly(make_batch
         holder = asyncio.ensure_future(batcher.acall("held"))
         await asyncio.to_thread(gate.entered.wait, WAIT)
         server = Server(b"{}")
+        middleware = BatchingMiddleware(app, batchers={})
         request = asyncio.ensure_future(
-            BatchingMiddleware(app, batchers={})(http_scope("POST", [(b"content-length", b"2")]), server.receive, server.send)
+            middleware(http_scope("POST", [(b"content-length", b"2")]), server.receive, server.send)
         )
         await queued.wait()
         assert batcher.stats.queue_depth == 1
@@ -230,7 +232,8 @@ def test_the_apps_own_receives_after_the_body_get_the_disconnect() -> None:
         await send({"type": "http.response.body", "body": b""})
 
     server = Server(b"x")
-    run(BatchingMiddleware(app, batchers={})(http_scope("POST", [(b"content-length", b"1")]), server.receive, server.send))
+    middleware = BatchingMiddleware(app, batchers={})
+    run(middleware(http_scope("POST", [(b"content-length", b"1")]), server.receive, server.send))
     assert got == [b"x", False, {"type": "http.disconnect"}, True]
 
 
@@ -252,7 +255,9 @@ def test_a_request_without_body_gets_its_empty_body_message_and_leaves_no_task()
 # ---------------------------------------------------------------------------------------------- lifespan
 
 
-async def lifespan(app: App, at_startup: Callable[[], None] = lambda: None) -> tuple[list[Message], BaseException | None]:
+async def lifespan(
+    app: App, at_startup: Callable[[], None] = lambda: None
+) -> tuple[list[Message], BaseException | None]:
     """Play the server: startup, then (once startup completed) shutdown. Returns what the app sent and raised."""
     inbox: asyncio.Queue[Message] = asyncio.Queue()
     inbox.put_nowait({"type": "lifespan.startup"})
@@ -336,8 +341,8 @@ def test_the_apps_shutdown_failure_is_reported(make_batcher: Any) -> None:
 class CloseFails(Batcher[Any, Any]):
     """A batcher whose shutdown goes wrong after draining (a flush to disk that fails, say)."""
 
-    async def aclose(self, drain: bool = True) -> None:
-        await super().aclose(drain)
+    async def aclose(self, drain: bool = True, *, timeout: float | None = None) -> None:
+        await super().aclose(drain, timeout=timeout)
         raise OSError("disk full")
 
 

@@ -265,7 +265,10 @@ def test_a_client_that_hangs_up_mid_body_ends_quietly_and_is_counted(
             address = urlsplit(url)
             for i in range(3):
                 client = socket.create_connection((address.hostname, address.port))
-                head = b"POST /embed HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                head = (
+                    b"POST /embed HTTP/1.1\r\nHost: test\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+                )
                 client.sendall(head + b'{"text": ')  # 9 of the 100 bytes promised
                 client.close()
                 wait_until(lambda n=i + 1: app.statistics().while_sending_body == n, "the hang-up is counted")

@@ -48,7 +48,8 @@ def test_get_batcher_errors_reach_the_endpoint(make_batcher: Any) -> None:
 
     middleware = [Middleware(BatchingMiddleware, batchers={"embed": make_batcher(), "rerank": make_batcher()})]
     with TestClient(Starlette(routes=[Route("/", unknown)], middleware=middleware)) as client:
-        with pytest.raises(LookupError, match=r"no batcher named 'embedder'; BatchingMiddleware has: 'embed', 'rerank'"):
+        expected = r"no batcher named 'embedder'; BatchingMiddleware has: 'embed', 'rerank'"
+        with pytest.raises(LookupError, match=expected):
             client.get("/")
     with TestClient(Starlette(routes=[Route("/", unknown)])) as client:
         with pytest.raises(RuntimeError, match=r"no batchers on this request: wrap the app in BatchingMiddleware"):
@@ -106,7 +107,9 @@ def test_a_module_level_app_that_does_not_own_its_batcher_survives_one_test_clie
     assert batcher.stats.completed == 3
 
 
-def test_a_drained_batcher_reused_by_its_owner_fails_startup_saying_what_to_do(make_batcher: Any, make_app: Any) -> None:
+def test_a_drained_batcher_reused_by_its_owner_fails_startup_saying_what_to_do(
+    make_batcher: Any, make_app: Any
+) -> None:
     app = make_app(make_batcher())  # owns_batchers defaults to True
     with TestClient(app):
         pass
@@ -139,7 +142,8 @@ def test_a_mounted_sub_app_shares_the_parents_batcher_without_closing_it(
     gate.open()
     batcher = make_batcher()
     sub = Starlette(
-        routes=endpoint.routes(), middleware=[Middleware(BatchingMiddleware, batchers={"embed": batcher}, owns_batchers=False)]
+        routes=endpoint.routes(),
+        middleware=[Middleware(BatchingMiddleware, batchers={"embed": batcher}, owns_batchers=False)],
     )
     parent = Starlette(
         routes=[Mount("/sub", sub), *endpoint.routes()],

@@ -16,10 +16,10 @@ from typing import Any
 
 import django
 import pytest
-
-from tests._support import wait_until
 from django.conf import settings
 from django.test import AsyncClient, Client, override_settings
+
+from tests._support import wait_until
 
 sys.path.insert(0, str(Path(__file__).parent))  # makes djmb_app importable by dotted path
 

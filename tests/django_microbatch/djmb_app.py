@@ -91,14 +91,14 @@ def _text(request: HttpRequest) -> str:
     return str(json.loads(request.body)["text"])
 
 
-class EmbedView(BatchedViewMixin, View):
+class EmbedView(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = "embed"
 
     def post(self, request: HttpRequest, **kwargs: str) -> JsonResponse:
         return JsonResponse({"vector": self.get_batcher()(_text(request))})
 
 
-class AsyncEmbedView(BatchedViewMixin, View):
+class AsyncEmbedView(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = "embed"
 
     async def post(self, request: HttpRequest, **kwargs: str) -> JsonResponse:
@@ -126,14 +126,14 @@ class ShortCircuitMixin:
         return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]
 
 
-class GuardedAsyncEmbedView(BatchedViewMixin, ShortCircuitMixin, View):
+class GuardedAsyncEmbedView(BatchedViewMixin, ShortCircuitMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = "embed"
 
     async def post(self, request: HttpRequest, **kwargs: str) -> HttpResponseBase:
         return JsonResponse({"vector": await self.get_batcher().acall(_text(request))})
 
 
-class UnnamedView(BatchedViewMixin, View):
+class UnnamedView(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     def post(self, request: HttpRequest, **kwargs: str) -> JsonResponse:
         return JsonResponse({"vector": self.get_batcher()(_text(request))})
 
@@ -141,7 +141,9 @@ class UnnamedView(BatchedViewMixin, View):
 class DetailEmbedView(AsyncEmbedView):
     """Answers batcher errors FastAPI-style, through the mixin's hook."""
 
-    def get_error_response(self, exc: Exception, response: ErrorResponse, default: HttpResponseBase) -> HttpResponseBase:
+    def get_error_response(
+        self, exc: Exception, response: ErrorResponse, default: HttpResponseBase
+    ) -> HttpResponseBase:
         return JsonResponse({"detail": response.error}, status=response.status, headers=response.headers)
 
 

@@ -18,7 +18,7 @@ WAIT = 10.0
 
 @pytest.fixture
 def serve(
-    wsgi_server: Callable[..., Any], uvicorn_server: Callable[..., Any]
+    wsgi_server: Callable[..., AbstractContextManager[str]], uvicorn_server: Callable[..., AbstractContextManager[str]]
 ) -> Callable[[str], AbstractContextManager[str]]:
     """``with serve("wsgi" | "asgi") as url:`` serves the test project with Django's own handler."""
 

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import djmb_app
 import pytest
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 import django_microbatch
-import djmb_app
-from microbatch import Batcher, DeadlineExceeded
+from microbatch import Batcher, DeadlineExceeded, SupportsBatching
 
 WAIT = 10.0
 EMBED = {"fn": "djmb_app.embed_texts", "max_batch_size": 8, "max_wait_ms": 0}
@@ -30,12 +30,13 @@ def test_all_lists_exactly_the_public_names() -> None:
 def test_one_batcher_per_name_shared_by_every_thread(pool: ThreadPoolExecutor) -> None:
     start = threading.Barrier(8)
 
-    def first_lookup() -> Batcher[Any, Any]:
+    def first_lookup() -> SupportsBatching[Any, Any]:
         start.wait(WAIT)
         return django_microbatch.get_batcher("embed")
 
     found = [f.result(WAIT) for f in [pool.submit(first_lookup) for _ in range(8)]]
     assert all(b is found[0] for b in found)
+    assert isinstance(found[0], Batcher)  # no "remote": in-process
     assert (found[0].name, found[0].max_batch_size, found[0].max_wait_ms) == ("embed", 8, 0)
 
 

@@ -47,6 +47,8 @@ def _django_settings(mode: str) -> dict[str, Any]:
             "fn": "examples._embedder.embed_texts",
             "max_batch_size": _api.MAX_BATCH_SIZE,
             "max_queue_size": _api.MAX_QUEUE_SIZE,
+            "max_queue_delay_ms": _api.MAX_QUEUE_DELAY_MS,
+            "coalesce": _api.COALESCE,
         }
     }
     return values
@@ -56,9 +58,10 @@ def _django_settings(mode: str) -> dict[str, Any]:
 def django_project() -> Callable[[str], AbstractContextManager[None]]:
     """``with django_project(mode):`` the example project's settings, with no batcher built before or left after."""
     import django
-    import django_microbatch
     from django.conf import settings
     from django.test import override_settings
+
+    import django_microbatch
 
     if not settings.configured:
         django.setup()  # from DJANGO_SETTINGS_MODULE: the example project
@@ -84,20 +87,20 @@ def serve(
     @contextmanager
     def serving(framework: str, mode: str = "batched") -> Iterator[str]:
         if framework == "starlette":
-            from examples.starlette_app import create_app
+            from examples import starlette_app
 
-            with uvicorn_server(create_app(mode)) as url:
+            with uvicorn_server(starlette_app.create_app(mode)) as url:
                 yield url
         elif framework == "flask":
-            from examples.flask_app import create_app, mb
+            from examples import flask_app
 
-            app = create_app(mode)
+            app = flask_app.create_app(mode)
             try:
                 with wsgi_server(app) as url:
                     yield url
             finally:
                 if mode == "batched":
-                    mb.close(app)
+                    flask_app.mb.close(app)
         elif framework in ("django-asgi", "django-wsgi"):
             with django_project(mode):
                 if framework == "django-asgi":
@@ -105,7 +108,7 @@ def serve(
 
                     server = uvicorn_server
                 else:
-                    from examples.django_app.wsgi import application  # type: ignore[assignment]
+                    from examples.django_app.wsgi import application
 
                     server = wsgi_server
                 with server(application) as url:

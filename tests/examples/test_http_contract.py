@@ -26,7 +26,7 @@ Embed = Callable[[list[str]], list[list[float]]]
 
 
 def close(a: list[float], b: list[float]) -> bool:
-    return len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) <= TOLERANCE
+    return len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b, strict=True)) <= TOLERANCE
 
 
 def is_embedding(vector: Any) -> bool:
@@ -52,7 +52,8 @@ def test_one_text_and_a_list_of_texts_get_their_own_embeddings(framework: str, s
         assert many.status_code == 200
         vectors = many.json()["embeddings"]
         assert len(vectors) == len(texts)
-        assert all(is_embedding(v) and close(v, e) for v, e in zip(vectors, expected)), "results in input order"
+        in_order = all(is_embedding(v) and close(v, e) for v, e in zip(vectors, expected, strict=True))
+        assert in_order, "results in input order"
 
         limits = client.post("/embed", json={"texts": ["x" * _api.MAX_TEXT_CHARS] * _api.MAX_TEXTS})
         assert limits.status_code == 200, "the limits themselves are allowed"
@@ -112,7 +113,7 @@ def test_concurrent_callers_each_receive_their_own_texts_embedding(
 ) -> None:
     singles = [f"request number {i} is about {topic}" for i, topic in enumerate(["cats", "rain", "jazz", "tax"] * 4)]
     lists = [[f"list {i} item {j}" for j in range(2 + i)] for i in range(4)]
-    expected = {t: v for t, v in zip(singles + sum(lists, []), embed(singles + sum(lists, [])))}
+    expected = {t: v for t, v in zip(singles + sum(lists, []), embed(singles + sum(lists, [])), strict=True)}
     start = threading.Barrier(len(singles) + len(lists))
 
     def post(client: httpx.Client, body: dict[str, Any]) -> Any:
@@ -125,15 +126,29 @@ def test_concurrent_callers_each_receive_their_own_texts_embedding(
         with ThreadPoolExecutor(len(singles) + len(lists)) as pool:
             single_results = [pool.submit(post, client, {"text": t}) for t in singles]
             list_results = [pool.submit(post, client, {"texts": texts}) for texts in lists]
-            for text, result in zip(singles, single_results):
+            for text, result in zip(singles, single_results, strict=True):
                 assert close(result.result(30)["embedding"], expected[text]), f"{text!r} got another text's vector"
-            for texts, result in zip(lists, list_results):
+            for texts, result in zip(lists, list_results, strict=True):
                 vectors = result.result(30)["embeddings"]
                 assert len(vectors) == len(texts)
-                assert all(close(v, expected[t]) for t, v in zip(texts, vectors))
+                assert all(close(v, expected[t]) for t, v in zip(texts, vectors, strict=True))
         stats = client.get("/stats").json()["batchers"][_api.BATCHER_NAME]
     items = len(singles) + sum(map(len, lists))
     assert (stats["submitted"], stats["completed"], stats["failed"]) == (items, items, 0), "all via the batcher"
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_the_service_coalesces_identical_texts_and_answers_each_one(framework: str, serve: Any, embed: Embed) -> None:
+    texts = ["a popular query", "another text", "a popular query", "a popular query"]
+    expected = embed(["a popular query", "another text"])
+    with serve(framework) as url, httpx.Client(base_url=url, timeout=30) as client:
+        response = client.post("/embed", json={"texts": texts})
+        stats = client.get("/stats").json()["batchers"][_api.BATCHER_NAME]
+    assert response.status_code == 200, response.text
+    vectors = response.json()["embeddings"]
+    assert [close(v, expected[0 if t == texts[0] else 1]) for t, v in zip(texts, vectors, strict=True)] == [True] * 4
+    assert (stats["submitted"], stats["completed"], stats["coalesced"]) == (4, 4, 2)
+    assert stats["batch_sizes"] == {"2": 1}, "the model embedded two texts, not four"
 
 
 def test_an_embedding_does_not_depend_on_its_batch_company(serve: Any) -> None:

@@ -30,7 +30,7 @@ def test_concurrent_requests_each_get_their_own_sentence_transformers_embedding(
     with uvicorn_server(tokenized_asgi.create_app()) as url, httpx.Client(base_url=url, timeout=30) as client:
         with ThreadPoolExecutor(len(TEXTS) * 2) as pool:
             responses = list(pool.map(lambda text: client.post("/embed", json={"text": text}), TEXTS * 2))
-    for response, want in zip(responses, np.concatenate([expected, expected])):
+    for response, want in zip(responses, np.concatenate([expected, expected]), strict=True):
         assert response.status_code == 200, response.text
         got = np.asarray(response.json()["embedding"])
         assert got.shape == (384,)

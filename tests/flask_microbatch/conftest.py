@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from flask import Flask
 
 from tests._support import wait_until
-from flask import Flask
 
 HERE = Path(__file__).parent
 # Upper bound on a wait for a condition that should hold almost at once: it only limits how long a

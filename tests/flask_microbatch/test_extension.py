@@ -112,6 +112,7 @@ def test_batcher_takes_the_app_config_and_decorator_arguments_override_it() -> N
 
     with app.app_context():
         b, t = plain.batcher, tuned.batcher
+        assert isinstance(b, Batcher) and isinstance(t, Batcher)  # in-process: no MICROBATCH_REMOTE
         assert (b.max_batch_size, b.max_wait_ms, b.max_queue_size, b.small_request_size) == (8, 2, 64, 2)
         assert b.name == "settings.plain"
         assert (t.max_batch_size, t.max_wait_ms, t.max_queue_size, t.small_request_size) == (4, None, 64, 1)
@@ -163,7 +164,7 @@ def test_call_outside_an_app_context_names_the_fix(served_app: Any) -> None:
     with pytest.raises(RuntimeError, match=r"embed\(\) needs a Flask application context.*app_context.*init_app"):
         served_app.embed("x")
     with pytest.raises(RuntimeError, match="application context"):
-        served_app.embed.stats
+        _ = served_app.embed.stats  # reading the attribute is what raises
 
 
 def test_call_in_an_app_without_init_app_names_the_fix(served_app: Any) -> None:

@@ -126,7 +126,7 @@ def run_gunicorn(tmp_path: Path) -> Iterator[str]:
                 requests.get(f"{url}/stats", timeout=1).raise_for_status()
                 ready.set()
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or the app still loading
                 ready.wait(0.1)
         if not ready.is_set():
             pytest.fail(f"gunicorn did not start:\n{log.read_text()}")

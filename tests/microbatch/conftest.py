@@ -19,10 +19,9 @@ from typing import Any
 
 import pytest
 
-from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
-
 import microbatch._clock
 from microbatch import Batcher
+from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
 
 # Upper bound for a condition that should hold almost at once. It only limits how long a failing
 # test hangs; no assertion depends on it.

@@ -44,7 +44,7 @@ def test_map_takes_any_iterable_and_each_element_is_one_item(make_batcher: Any, 
     gate = make_gate(open=True)
     b = make_batcher(gate, name="iterable")
 
-    assert b.map(([i] for i in range(3))) == [("out", [0]), ("out", [1]), ("out", [2])]
+    assert b.map([i] for i in range(3)) == [("out", [0]), ("out", [1]), ("out", [2])]
     assert gate.calls == [[[0], [1], [2]]]
 
 

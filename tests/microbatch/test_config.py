@@ -54,7 +54,7 @@ def test_a_queue_smaller_than_one_batch_is_refused_saying_how_to_fix_it() -> Non
         Batcher(echo, max_batch_size=32, max_queue_size=8)
 
 
-@pytest.mark.parametrize("fn", [None, 42, "embed", [echo]], ids=["None", "int", "str", "list"])
+@pytest.mark.parametrize("fn", [None, 42, "embed", [echo, "embed"]], ids=["None", "int", "str", "list"])
 def test_a_batch_function_that_is_not_callable_is_a_type_error(fn: Any) -> None:
     with pytest.raises(TypeError, match="callable"):
         Batcher(fn)
@@ -62,7 +62,7 @@ def test_a_batch_function_that_is_not_callable_is_a_type_error(fn: Any) -> None:
 
 def test_options_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        Batcher(echo, 8)  # type: ignore[call-arg]
+        Batcher(echo, 8)  # type: ignore[call-overload]
 
 
 def test_edge_values_are_accepted_and_kept() -> None:

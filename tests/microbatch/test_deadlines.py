@@ -127,36 +127,53 @@ def test_items_that_expire_during_error_isolation_are_not_retried(
     assert b.stats.expired == 1
 
 
-@pytest.mark.parametrize("timeout", [0, -1.5])
-def test_a_timeout_of_zero_or_less_raises_at_once_and_enqueues_nothing(
-    make_batcher: Any, make_gate: Any, loop_thread: Any, timeout: float
+@pytest.mark.parametrize(
+    ("timeout", "error", "says"),
+    [
+        (0, ValueError, r"number of seconds > 0, got 0"),
+        (-1, ValueError, r"> 0, got -1"),
+        (-1.5, ValueError, r"> 0, got -1.5"),
+        (math.nan, ValueError, r"got nan"),
+        (math.inf, ValueError, r"got inf \(finite: None means no limit\)"),
+        (True, TypeError, r"number of seconds, got bool True"),
+        ("1", TypeError, r"number of seconds, got str '1'"),
+    ],
+)
+def test_a_per_call_timeout_follows_the_options_rules_and_a_mistake_enqueues_nothing(
+    make_batcher: Any, make_gate: Any, loop_thread: Any, timeout: Any, error: type[Exception], says: str
+) -> None:
+    """A timeout of 0 or less, NaN, infinity, a bool or a string per call is a mistake (as in
+    ``Batcher(timeout=...)``), not "no time left": the message names the rule and microbatch.deadline()."""
+    gate = make_gate(open=True)
+    b = make_batcher(gate, name="bad-timeout")
+
+    calls: list[Callable[[], Any]] = [
+        lambda: b("x", timeout=timeout), lambda: b.map(["x", "y"], timeout=timeout),
+        lambda: loop_thread.run(b.acall("x", timeout=timeout)), lambda: loop_thread.run(b.amap(["x"], timeout=timeout)),
+    ]
+    for call in calls:
+        with pytest.raises(error, match=says) as raised:
+            call()
+        assert "microbatch.deadline()" in str(raised.value)
+
+    assert b.stats.submitted == 0
+    assert gate.calls == []
+    assert b("x", timeout=1) == ("out", "x"), "an int number of seconds is fine"
+
+
+def test_an_ambient_deadline_that_has_passed_is_no_time_left_even_with_a_valid_timeout(
+    make_batcher: Any, make_gate: Any, loop_thread: Any
 ) -> None:
     gate = make_gate(open=True)
     b = make_batcher(gate, name="no-time")
 
-    with pytest.raises(DeadlineExceeded):
-        b("x", timeout=timeout)
-    with pytest.raises(DeadlineExceeded):
-        b.map(["x", "y"], timeout=timeout)
-    with pytest.raises(DeadlineExceeded):
-        loop_thread.run(b.acall("x", timeout=timeout))
-    with pytest.raises(DeadlineExceeded):
-        loop_thread.run(b.amap(["x"], timeout=timeout))
-
-    assert b.stats.submitted == 0
-    assert gate.calls == []
-
-
-def test_a_nan_timeout_is_refused_with_value_error_before_anything_is_queued(
-    make_batcher: Any, make_gate: Any, loop_thread: Any
-) -> None:
-    gate = make_gate(open=True)
-    b = make_batcher(gate, name="nan-timeout")
-
-    with pytest.raises(ValueError, match="timeout"):
-        b("x", timeout=math.nan)
-    with pytest.raises(ValueError, match="timeout"):
-        loop_thread.run(b.acall("x", timeout=math.nan))
+    with microbatch.deadline(0):
+        with pytest.raises(DeadlineExceeded, match="no time left"):
+            b("x", timeout=5)
+        with pytest.raises(DeadlineExceeded):
+            b.map(["x", "y"])
+        with pytest.raises(DeadlineExceeded):
+            loop_thread.run(b.amap(["x"], timeout=5))
 
     assert b.stats.submitted == 0
     assert gate.calls == []

@@ -81,7 +81,7 @@ def test_one_bad_item_fails_only_its_own_caller_with_the_original_exception(
     gate.open()
 
     blocker.result()
-    for x, call in zip(items, calls):
+    for x, call in zip(items, calls, strict=True):
         if x == "bad":
             error = call.exception()
             assert type(error) is BadInput
@@ -105,7 +105,7 @@ def test_two_bad_items_each_fail_only_their_own_caller(
     calls = enqueue(b, *items)
     gate.open()
 
-    for x, call in zip(items, calls):
+    for x, call in zip(items, calls, strict=True):
         if isinstance(x, str):
             error = call.exception()
             assert type(error) is BadInput and str(error) == f"cannot process {x!r}"

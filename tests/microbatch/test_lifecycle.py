@@ -319,7 +319,9 @@ def test_a_forked_child_can_use_batchers_created_and_started_in_the_parent(tmp_p
     assert run.stdout.strip() == "child exit code 0", run.stdout
 
 
-def test_on_worker_start_runs_once_on_the_worker_thread_before_its_first_batch(make_batcher: Any, make_gate: Any) -> None:
+def test_on_worker_start_runs_once_on_the_worker_thread_before_its_first_batch(
+    make_batcher: Any, make_gate: Any
+) -> None:
     gate = make_gate(open=True)
     started: list[tuple[str, int]] = []
     b = make_batcher(gate, name="hooked", on_worker_start=lambda: started.append(
@@ -337,7 +339,10 @@ def test_on_worker_start_runs_on_an_async_functions_worker_too(make_batcher: Any
     async def embed(items: list[int]) -> list[int]:
         return [x * 2 for x in items]
 
-    b = make_batcher(embed, name="hooked-async", on_worker_start=lambda: started.append(threading.current_thread().name))
+    def hook() -> None:
+        started.append(threading.current_thread().name)
+
+    b = make_batcher(embed, name="hooked-async", on_worker_start=hook)
     assert loop_thread.run(b.acall(3)) == 6
     assert started == ["microbatch-hooked-async"]
 
@@ -357,7 +362,7 @@ def test_a_failing_on_worker_start_is_logged_and_the_worker_serves_anyway(
 
 def test_on_worker_start_must_be_callable(make_gate: Any) -> None:
     with pytest.raises(TypeError, match="on_worker_start must be a function taking no arguments"):
-        Batcher(make_gate(open=True), on_worker_start="torch.set_num_threads")  # type: ignore[arg-type]
+        Batcher(make_gate(open=True), on_worker_start="torch.set_num_threads")  # type: ignore[call-overload]
 
 
 def test_methods_pass_on_worker_start_to_each_instances_batcher() -> None:

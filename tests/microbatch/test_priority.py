@@ -94,7 +94,7 @@ def test_the_default_aging_delay_is_sixteen_full_batch_run_times(
     gate = make_gate(one_tenth_of_a_second)
     gate.release()
     b = make_batcher(gate, max_batch_size=4, small_request_size=2, max_wait_ms=0, name="default-aging")
-    assert b.map("wxyz") == [("out", x) for x in "wxyz"]  # measures a full batch: 0.1 s, so aging is 1.6 s
+    assert b.map(list("wxyz")) == [("out", x) for x in "wxyz"]  # measures a full batch: 0.1 s, so aging is 1.6 s
     hold(b, gate)
 
     calls = enqueue(b, ["L0", "L1", "L2", "L3", "L4", "L5"])

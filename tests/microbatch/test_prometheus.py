@@ -107,7 +107,7 @@ def test_counters_and_timing_histograms_equal_the_batchers_stats(
         assert types[metric] == "histogram"
         assert value(samples, f"{metric}_count", batcher="counted") == histogram.count > 0
         assert value(samples, f"{metric}_sum", batcher="counted") == pytest.approx(histogram.sum)
-        for bound, count in zip(histogram.bounds, histogram.counts):
+        for bound, count in zip(histogram.bounds, histogram.counts, strict=True):
             assert value(samples, f"{metric}_bucket", batcher="counted", le=repr(bound)) == count
         assert value(samples, f"{metric}_bucket", batcher="counted", le="+Inf") == histogram.count
 

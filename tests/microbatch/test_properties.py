@@ -256,7 +256,7 @@ class EngineMachine(RuleBasedStateMachine):
         owner = {x.id: r for r in self.requests for x in r.items}
         calls = self.gate.calls
         assert len(self.entry_times) == len(calls)
-        for index, (call, at) in enumerate(zip(calls, self.entry_times)):
+        for index, (call, at) in enumerate(zip(calls, self.entry_times, strict=True)):
             assert len(call) <= self.b.max_batch_size
             for x in call:
                 r = owner[x.id]

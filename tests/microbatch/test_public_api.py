@@ -3,8 +3,8 @@ subclasses ``MicrobatchError`` and documents when it is raised, and errors survi
 they must to cross a process pool)."""
 
 from __future__ import annotations
-
 import __future__
+
 import inspect
 import pickle
 from pathlib import Path

@@ -129,7 +129,7 @@ def test_run_time_percentiles_and_cumulative_histogram(make_batcher: Any, make_g
     assert stats.run_time_p99 == 99 * TICK
     histogram = stats.run_time
     assert (histogram.count, histogram.sum) == (100, 5050 * TICK)
-    at_or_below = dict(zip(histogram.bounds, histogram.counts))
+    at_or_below = dict(zip(histogram.bounds, histogram.counts, strict=True))
     # 0.001 s is 1.02 ticks, 0.01 s is 10.24 ticks, 0.05 s is 51.2 ticks, 0.1 s is 102.4 ticks.
     assert (at_or_below[0.0005], at_or_below[0.001], at_or_below[0.01], at_or_below[0.05]) == (0, 1, 10, 51)
     assert at_or_below[0.1] == at_or_below[10.0] == 100

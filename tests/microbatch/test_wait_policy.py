@@ -123,7 +123,7 @@ def test_a_full_batch_is_dispatched_at_once_even_under_a_long_max_wait(
     callers.append(spawn(b, 3))  # the fourth item fills the batch
 
     assert [c.result() for c in callers] == [("out", i) for i in range(4)]
-    assert spawn(b.map, "wxyz").result() == [("out", x) for x in "wxyz"]
+    assert spawn(b.map, list("wxyz")).result() == [("out", x) for x in "wxyz"]
     assert gate.calls == [[0, 1, 2, 3], ["w", "x", "y", "z"]]
 
 

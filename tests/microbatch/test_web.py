@@ -26,7 +26,8 @@ from microbatch.web import (
     ("exc", "status", "headers", "says"),
     [
         (Overloaded("full (max_queue_size=32)", retry_after=0.2), 503, {"Retry-After": "1"}, "overloaded"),  # never 0
-        (Overloaded("full (max_queue_size=32)", retry_after=2.01), 503, {"Retry-After": "3"}, "overloaded"),  # rounded up
+        # rounded up
+        (Overloaded("full (max_queue_size=32)", retry_after=2.01), 503, {"Retry-After": "3"}, "overloaded"),
         (BatcherClosed("batcher 'embed' is closed (max_queue_size=32)"), 503, {}, "shutting down"),
         (DeadlineExceeded("batcher 'embed' late (max_queue_size=32)"), 504, {}, "time limit"),
         (ItemTooLarge("item over max_batch_tokens=5 (max_queue_size=32)"), 413, {}, "too large"),
@@ -69,7 +70,12 @@ def test_a_malformed_header_fails_only_a_batcher_call_and_that_failure_answers_4
     timeout = RequestTimeout.read("soon")
     assert timeout.problem is not None and "'soon'" in timeout.problem
     calls: list[list[int]] = []
-    with Batcher(lambda xs: calls.append(xs) or xs, name="web") as batcher, timeout.deadline():
+
+    def record(xs: list[int]) -> list[int]:
+        calls.append(xs)
+        return xs
+
+    with Batcher(record, name="web") as batcher, timeout.deadline():
         with pytest.raises(DeadlineExceeded) as failure:
             batcher(1)
         stats = batcher.stats

@@ -24,7 +24,10 @@ def main(url: str, name: str, tag: str) -> None:
     wrong: list[Any] = []
 
     def check(item: str, result: list[Any]) -> None:
-        (good if result[0] == item else wrong).append(1 if result[0] == item else [item, result])
+        if result[0] == item:
+            good.append(1)
+        else:
+            wrong.append([item, result])
 
     def thread_caller(k: int) -> None:
         for i in range(CALLS):
@@ -40,7 +43,7 @@ def main(url: str, name: str, tag: str) -> None:
         async def run() -> None:
             await asyncio.gather(*(one(j) for j in range(8)))
             items = [f"{tag}-l{k}-map-{i}" for i in range(5)]
-            for item, result in zip(items, await rb.amap(items)):
+            for item, result in zip(items, await rb.amap(items), strict=True):
                 check(item, result)
 
         asyncio.run(run())

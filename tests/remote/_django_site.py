@@ -29,7 +29,7 @@ MICROBATCH = {
 }
 
 
-class Echo(BatchedViewMixin, View):
+class Echo(BatchedViewMixin, View):  # type: ignore[misc]  # Django ships no type information
     batcher_name = "t"
 
     async def post(self, request: HttpRequest) -> HttpResponse:

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import redis
 
+from microbatch.remote import RemoteBatcher
 from tests._support import thread_errors, wait_until  # noqa: F401 - thread_errors is an autouse fixture
 from tests.conftest import free_port
-
-from microbatch.remote import RemoteBatcher
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -61,6 +60,10 @@ class RedisServer:
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} pid={self.process.pid if self.process else None}>"
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _pings(client: redis.Redis) -> bool:
@@ -135,15 +138,16 @@ def start_host(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[.
     def start(fn: str, *flags: str, name: str = "t", ready: bool = True) -> HostProcess:
         log = tmp_path / f"host-{fn.replace(':', '.')}-{len(hosts)}.log"
         target = fn if ":" in fn else f"tests.remote._targets:{fn}"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "microbatch", "serve", target, "--url", redis_server.url,
-             "--name", name, "--claim-idle", "1", "--report-interval", "0.05", *flags],
-            env=host_env(redis_server.url), cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )
+        with log.open("wb") as out:  # the host writes to its own copy of the descriptor
+            process = subprocess.Popen(
+                [sys.executable, "-m", "microbatch", "serve", target, "--url", redis_server.url,
+                 "--name", name, "--claim-idle", "1", "--report-interval", "0.05", *flags],
+                env=host_env(redis_server.url), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+            )
         host = HostProcess(process, name, redis_server.url, log)
         hosts.append(host)
         if ready:
-            wait_until(lambda: any(k.decode().split(":")[1] == str(process.pid)
+            wait_until(lambda: any(_text(k).split(":")[1] == str(process.pid)
                                    for k in client.hkeys(f"microbatch:{name}:hosts")) or process.poll() is not None,
                        "the host reports itself in Redis")
             assert process.poll() is None, f"the host exited: {host.output()}"

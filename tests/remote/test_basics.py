@@ -8,10 +8,9 @@ from typing import Any
 
 import pytest
 
-from tests._support import wait_until
-
 from microbatch import BatchSizeMismatch, ItemTooLarge, SupportsBatching
 from microbatch.remote import RemoteBatcher, RemoteError
+from tests._support import wait_until
 
 
 def test_call_map_acall_amap_get_their_own_results(start_host: Callable[..., Any], remote: Callable[..., Any]) -> None:
@@ -77,7 +76,9 @@ def test_stats_show_the_client_beside_the_host(start_host: Callable[..., Any], r
     assert stats.as_dict()["client"]["completed"] == 11
 
 
-def test_prometheus_collector_reads_a_remote_batcher(start_host: Callable[..., Any], remote: Callable[..., Any]) -> None:
+def test_prometheus_collector_reads_a_remote_batcher(
+    start_host: Callable[..., Any], remote: Callable[..., Any]
+) -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     from microbatch.prometheus import BatcherCollector

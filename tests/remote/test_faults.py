@@ -12,10 +12,9 @@ from typing import Any
 
 import redis
 
-from tests._support import wait_until
-
 from microbatch import DeadlineExceeded
 from microbatch.remote import RedisUnavailable, RemoteBatcher
+from tests._support import wait_until
 
 from ._client_proc import CALLS
 from .conftest import ROOT, RedisServer, host_env
@@ -159,10 +158,8 @@ def test_the_reply_key_of_a_dead_client_expires(
     start_host: Callable[..., Any], redis_server: RedisServer, r: redis.Redis
 ) -> None:
     start_host("gated")
-    client = subprocess.Popen(
-        [sys.executable, "-c", f"from microbatch.remote import RemoteBatcher; RemoteBatcher('t', url={redis_server.url!r})('x')"],
-        env=host_env(redis_server.url), cwd=ROOT,
-    )
+    script = f"from microbatch.remote import RemoteBatcher; RemoteBatcher('t', url={redis_server.url!r})('x')"
+    client = subprocess.Popen([sys.executable, "-c", script], env=host_env(redis_server.url), cwd=ROOT)
     wait_until(lambda: r.llen("ran:gated") == 1, "the dead-to-be client's call is in the model")
     client.kill()
     client.wait(10)

@@ -10,10 +10,9 @@ import pytest
 import requests
 from flask import Flask, jsonify, request
 
-from tests._support import wait_until
-
 from flask_microbatch import Microbatch
 from microbatch.remote import RemoteBatcher
+from tests._support import wait_until
 
 from .conftest import RedisServer
 

@@ -20,10 +20,9 @@ from typing import Any
 import pytest
 import redis
 
-from tests._support import wait_until
-
 from microbatch import DeadlineExceeded, Overloaded
 from microbatch.remote import RemoteBatcher
+from tests._support import wait_until
 
 from .conftest import ROOT, RedisServer, host_env
 

@@ -41,6 +41,7 @@ def minilm() -> MiniLM:
     tokenizer = model.tokenizer
     candidates = "the cat sat on a mat while dogs ran in green fields under blue sky and birds sang".split()
     words = tuple(w for w in candidates if len(tokenizer(w, add_special_tokens=False)["input_ids"]) == 1)
-    return MiniLM(model, model[0].auto_model.eval(), tokenizer, words)
+    transformer: Any = model[0].auto_model  # the Hugging Face model; torch types a submodule Tensor | Module
+    return MiniLM(model, transformer.eval(), tokenizer, words)
 
 

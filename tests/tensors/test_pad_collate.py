@@ -66,7 +66,10 @@ def test_works_with_numpy_when_torch_is_not_installed() -> None:
             return features["input_ids"] * features["attention_mask"]
 
         with Batcher(forward, collate=PadCollate({"input_ids": 0, "attention_mask": 0}), max_batch_tokens=64) as b:
-            out = b.map([{"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]}, {"input_ids": [8], "attention_mask": [1]}])
+            out = b.map([
+                {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1]},
+                {"input_ids": [8], "attention_mask": [1]},
+            ])
         print([o.tolist() for o in out], type(out[0]).__name__, seen[0]["input_ids"])
         """
     )
@@ -119,7 +122,10 @@ def test_float_pad_values_and_non_default_devices_are_kept() -> None:
     collate = PadCollate({"x": -1.5})
     meta = [{"x": torch.empty(n, dtype=torch.float16, device="meta")} for n in (2, 5)]
     assert collate.collate(meta)["x"].device.type == "meta"
-    batch = collate.collate([{"x": torch.tensor([0.25], dtype=torch.float16)}, {"x": torch.zeros(3, dtype=torch.float16)}])
+    batch = collate.collate([
+        {"x": torch.tensor([0.25], dtype=torch.float16)},
+        {"x": torch.zeros(3, dtype=torch.float16)},
+    ])
     assert batch["x"].tolist() == [[0.25, -1.5, -1.5], [0.0, 0.0, 0.0]]
 
 
@@ -172,7 +178,8 @@ def test_a_batch_mixing_dtypes_raises_and_isolation_runs_the_items_apart() -> No
          "the features of one item must have equal lengths, got input_ids=2, attention_mask=1"),
         ({"input_ids": torch.ones(1, 3), "attention_mask": torch.ones(3)}, ValueError,
          r"feature 'input_ids' must be 1-D .* got shape \(1, 3\); tokenize one text without return_tensors"),
-        ({"input_ids": [[1, 2]], "attention_mask": [1]}, TypeError, "feature 'input_ids' must be a flat list of numbers"),
+        ({"input_ids": [[1, 2]], "attention_mask": [1]}, TypeError,
+         "feature 'input_ids' must be a flat list of numbers"),
         ({"input_ids": "hello", "attention_mask": [1]}, TypeError,
          "feature 'input_ids' must be a 1-D torch tensor, numpy array or list, got str"),
     ],
@@ -287,12 +294,16 @@ def test_auto_can_mistake_a_pooled_output_for_a_token_output_and_naming_outputs_
         ("auto", torch.tensor(1.0), ValueError, "the output is a scalar"),
         ("auto", [torch.zeros(2)], TypeError, "the output is a list: with PadCollate, fn must return a torch tensor"),
         ("auto", {"x": "text"}, TypeError, r"the output\['x'\] is a str"),
-        (True, torch.zeros(2, 5), ValueError, r"has shape \(2, 5\): trim selects it, but its axis 1 is not the padded length 4"),
-        ({"hidden"}, {"pooled": torch.zeros(2)}, ValueError, "trim names 'hidden', which the output lacks; it has 'pooled'"),
+        (True, torch.zeros(2, 5), ValueError,
+         r"has shape \(2, 5\): trim selects it, but its axis 1 is not the padded length 4"),
+        ({"hidden"}, {"pooled": torch.zeros(2)}, ValueError,
+         "trim names 'hidden', which the output lacks; it has 'pooled'"),
         ({"hidden"}, torch.zeros(2, 4), TypeError, "trim names outputs 'hidden', but the output is a single array"),
     ],
 )
-def test_outputs_that_cannot_be_split_raise_a_clear_error(trim: Any, output: Any, error: type[Exception], message: str) -> None:
+def test_outputs_that_cannot_be_split_raise_a_clear_error(
+    trim: Any, output: Any, error: type[Exception], message: str
+) -> None:
     with pytest.raises(error, match=message):
         PadCollate(PADS, trim=trim).split(output, [tokens([1, 2, 3, 4]), tokens([5])])
 

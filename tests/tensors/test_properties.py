@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -52,8 +51,12 @@ NUMPY = Backend(
     lambda xs: np.stack(xs, axis=-1),
     lambda a, b: bool(np.array_equal(a, b)),
 )
-DTYPES = {
-    "torch": {"ids": [torch.int32, torch.int64], "mask": [torch.bool, torch.int64], "weights": [torch.float16, torch.float32]},
+DTYPES: dict[str, dict[str, list[Any]]] = {
+    "torch": {
+        "ids": [torch.int32, torch.int64],
+        "mask": [torch.bool, torch.int64],
+        "weights": [torch.float16, torch.float32],
+    },
     "numpy": {"ids": [np.int32, np.int64], "mask": [np.bool_, np.int64], "weights": [np.float16, np.float32]},
 }
 
@@ -244,7 +247,7 @@ def test_each_caller_gets_what_its_item_gives_alone(case: Case) -> None:
         caller = call_from_threads if case.from_threads else call_from_event_loop
         results = caller(b, items, case.order)
 
-    for item, result in zip(items, results):
+    for item, result in zip(items, results, strict=True):
         expected = alone(backend, item)
         assert list(result) == list(expected)
         for name, value in expected.items():
@@ -281,11 +284,13 @@ def test_minilm_on_tokenized_requests_matches_each_request_alone(
     shapes: list[tuple[int, int]] = []
 
     def forward(features: dict[str, torch.Tensor]) -> torch.Tensor:
-        shapes.append(tuple(features["input_ids"].shape))
+        rows, padded = features["input_ids"].shape
+        shapes.append((rows, padded))
         if len(shapes) == 1:
             collate.all_submitted.wait(WAIT)  # hold the first batch so that the others queue together
         with torch.inference_mode():
-            return transformer(**features).last_hidden_state
+            hidden: torch.Tensor = transformer(**features).last_hidden_state
+            return hidden
 
     def request(tokens: int) -> dict[str, list[int]]:
         features = minilm.features(minilm.text_of(tokens))
@@ -300,9 +305,10 @@ def test_minilm_on_tokenized_requests_matches_each_request_alone(
     with Batcher(forward, collate=collate, max_batch_tokens=budget, group_by_length=group_by_length) as b:
         results = call_from_event_loop(b, items, order)
 
-    for item, result in zip(items, results):
+    for item, result in zip(items, results, strict=True):
         with torch.inference_mode():
-            expected = transformer(**{name: torch.tensor([values]) for name, values in item.items()}).last_hidden_state[0]
+            features = {name: torch.tensor([values]) for name, values in item.items()}
+            expected = transformer(**features).last_hidden_state[0]
         assert result.dtype == expected.dtype == torch.float32 and result.device == expected.device
         assert result.shape == expected.shape == (len(item["input_ids"]), 384)
         torch.testing.assert_close(result, expected, atol=1e-5, rtol=0)

@@ -26,7 +26,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from .. import Batcher
-from .._errors import DeadlineExceeded, Overloaded
+from .._errors import CircuitOpen, DeadlineExceeded, Overloaded
 from ._calls import Alarm
 from ._codec import Codec, MsgpackCodec
 from ._entries import EarlyCancels, Entry, parse_entry
@@ -311,6 +311,9 @@ class Host(Replying, Liveness):
             if timeout is not None and timeout <= 0:
                 raise DeadlineExceeded(f"the request to {self.keys.name!r} passed its deadline waiting for room")
             cancel = self.batcher.submit(items, done, timeout=timeout)
+        except CircuitOpen as exc:  # the model is failing: the caller hears it (with retry_after), no waiting here
+            done(None, exc)
+            return True
         except Overloaded:
             return False  # a map larger than the batcher's free room, or entries packed fuller than before
         except Exception as exc:

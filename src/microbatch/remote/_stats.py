@@ -7,6 +7,7 @@ import threading
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from .._stats import TIME_BUCKETS, Histogram, Stats
@@ -120,6 +121,8 @@ def stats_from_data(data: Mapping[str, Any]) -> Stats:
     values = dict(data)
     values.pop("in_flight", None)
     values["batch_sizes"] = {int(k): v for k, v in values["batch_sizes"].items()}
+    if "dispatch_reasons" in values:  # hosts of older versions do not publish it
+        values["dispatch_reasons"] = MappingProxyType(dict(values["dispatch_reasons"]))
     for name in ("queue_wait", "run_time"):
         h = values[name]
         values[name] = Histogram(tuple(h["bounds"]), tuple(h["counts"]), h["count"], h["sum"])
@@ -146,6 +149,12 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
         return max((float(getattr(s, field_name)) for s in parts), default=0.0)
 
     busiest = max(parts, key=lambda s: s.batches, default=None)
+    reasons: dict[str, int] = {}
+    for s in parts:
+        for reason, n in s.dispatch_reasons.items():
+            reasons[reason] = reasons.get(reason, 0) + n
+    states = {s.breaker_state for s in parts}
+    breaker = next((state for state in ("open", "half_open") if state in states), "closed")
     efficiencies = [s.padding_efficiency for s in parts if s.padding_efficiency is not None]
     return RemoteStats(
         name=name,
@@ -171,6 +180,12 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
         per_item_cost=busiest.per_item_cost if busiest is not None else None,
         window=sum(s.window for s in parts),
         padding_efficiency=min(efficiencies) if efficiencies else None,
+        retries=total("retries"),
+        expired_running=total("expired_running"),
+        dispatch_reasons=MappingProxyType(reasons),
+        breaker_state=breaker,  # the worst host's
+        breaker_opened=total("breaker_opened"),
+        coalesced=total("coalesced"),
         client=client,
         hosts=dict(hosts),
     )

@@ -25,7 +25,16 @@ from typing import Any
 
 import msgpack
 
-from .._errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, ItemTooLarge, MicrobatchError, Overloaded
+from .._errors import (
+    BadBatchOutput,
+    BatcherClosed,
+    BatchSizeMismatch,
+    CircuitOpen,
+    DeadlineExceeded,
+    ItemTooLarge,
+    MicrobatchError,
+    Overloaded,
+)
 from .._remote_errors import RedisUnavailable, RemoteError
 
 __all__ = [
@@ -128,8 +137,8 @@ def decode_replies(blob: bytes) -> list[tuple[int, bytes | None, list[Any] | Non
 # The microbatch errors a reply may name; anything else is raised as RemoteError.
 _KNOWN: dict[str, type[MicrobatchError]] = {
     cls.__name__: cls
-    for cls in (Overloaded, DeadlineExceeded, BatcherClosed, BatchSizeMismatch, ItemTooLarge, RedisUnavailable,
-                MicrobatchError)
+    for cls in (Overloaded, CircuitOpen, DeadlineExceeded, BatcherClosed, BatchSizeMismatch, BadBatchOutput,
+                ItemTooLarge, RedisUnavailable, MicrobatchError)
 }
 
 
@@ -153,8 +162,8 @@ def encode_error(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
 def decode_error(type_name: str, message: str, extra: dict[str, Any]) -> MicrobatchError:
     """The exception to raise in the caller for an error that crossed the wire."""
     cls = _KNOWN.get(type_name)
-    if cls is Overloaded:
-        return Overloaded(message, retry_after=float(extra.get("retry_after", 1.0)))
+    if cls is Overloaded or cls is CircuitOpen:
+        return cls(message, retry_after=float(extra.get("retry_after", 1.0)))
     if cls is BatchSizeMismatch:
         return BatchSizeMismatch(int(extra["expected"]), int(extra["got"]))
     if cls is not None:

@@ -1,0 +1,50 @@
+"""A URLconf for the column-batcher test: ``POST /translate/`` over a column batch function grouped by language.
+
+The batch function records each batch; while ``TRANSLATOR.release`` is clear, its first batch waits.
+"""
+
+from __future__ import annotations
+
+import json
+import operator
+import threading
+
+from django.http import HttpRequest, JsonResponse
+from django.urls import path
+
+from microbatch import ColumnBatcher
+
+WAIT = 10.0
+
+
+class Translator:
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, str]]] = []
+        self.release = threading.Event()
+
+    def __call__(self, texts: list[str], languages: list[str]) -> list[str]:
+        self.batches.append(list(zip(texts, languages, strict=True)))
+        if len(self.batches) == 1:
+            self.release.wait(WAIT)
+        return [f"{languages[0]}:{text}" for text in texts]
+
+
+TRANSLATOR = Translator()
+
+
+def translate_texts(texts: list[str], languages: list[str]) -> list[str]:
+    return TRANSLATOR(texts, languages)
+
+
+translate: ColumnBatcher[str, str, str] = ColumnBatcher(
+    translate_texts, max_batch_size=8, max_wait_ms=0, group_by=operator.itemgetter("languages"),
+    max_batch_tokens=64, size_of=lambda call: len(call["texts"]),
+)
+
+
+def view(request: HttpRequest) -> JsonResponse:
+    body = json.loads(request.body)
+    return JsonResponse({"text": translate(texts=body["text"], languages=body["language"])})
+
+
+urlpatterns = [path("translate/", view)]
