@@ -31,7 +31,7 @@ __all__ = ["KEYS", "close_all", "configure", "get_batcher", "lookup"]
 _BATCHER_OPTIONS = tuple(name for name in OPTIONS if name != "name")
 _IMPORTED = ("fn", "collate", "on_worker_start", "group_by", "size_of")
 # "remote": a Redis URL (the hosts serving this name run fn), or None to batch in this process.
-KEYS = ("fn", "remote", *_BATCHER_OPTIONS)
+KEYS = ("fn", *_BATCHER_OPTIONS, "remote")
 # What a remote entry's client uses; the other options configure the hosts (microbatch serve flags).
 _REMOTE_OPTIONS = ("timeout", "max_queue_size")
 
