@@ -6,7 +6,7 @@ import atexit
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context
 
@@ -136,13 +136,38 @@ class BatchedFunction(Generic[T, U]):
         """Async :meth:`__call__`, for ``async def`` views."""
         return await self._current().acall(item, timeout=timeout)
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request; outputs in input order."""
-        return self._current().map(items, timeout=timeout)
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request; outputs in input order.
+
+        ``return_exceptions`` as in :meth:`microbatch.Batcher.map`: a failing item's exception in its place.
+        """
+        return self._current().map(items, timeout=timeout, return_exceptions=return_exceptions)
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
-        return await self._current().amap(items, timeout=timeout)
+        return await self._current().amap(items, timeout=timeout, return_exceptions=return_exceptions)
 
     @property
     def batcher(self) -> Batcher[T, U]:
