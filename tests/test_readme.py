@@ -18,6 +18,7 @@ import flask_microbatch
 import microbatch
 import microbatch.remote
 from examples import _api
+from flask_microbatch import _remote as flask_remote
 from microbatch import _cli, prometheus, tensors, web
 from microbatch._options import OPTIONS
 from microbatch._policy import DISPATCH_REASONS
@@ -27,9 +28,11 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 TEXT = README.read_text(encoding="utf-8")
 
 # Everything the README may call MICROBATCH_*: Flask config keys, Django settings, environment variables.
-FLASK_KEYS = {option.config_key for option in OPTIONS.values() if option.app_wide} | {"MICROBATCH_TIMEOUT_HEADER"}
+FLASK_KEYS = {option.config_key for option in OPTIONS.values() if option.app_wide} | {
+    "MICROBATCH_TIMEOUT_HEADER", flask_remote.REMOTE_KEY,
+}
 DJANGO_SETTINGS = {"MICROBATCH", "MICROBATCH_TIMEOUT_HEADER", "MICROBATCH_ERROR_HANDLER"}
-ENVIRONMENT = {_cli.URL_ENV, _api.MODE_ENV}
+ENVIRONMENT = {_cli.URL_ENV, _api.MODE_ENV, _api.REMOTE_ENV}
 
 # Other projects' names the README mentions.
 THIRD_PARTY = {

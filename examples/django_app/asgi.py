@@ -6,6 +6,7 @@ import json
 import os
 from typing import Any
 
+from django.conf import settings
 from django.core.asgi import get_asgi_application
 
 from examples import _api
@@ -65,4 +66,5 @@ async def _refuse(send: Any, exc: _api.BadRequest) -> None:
 
 
 application = BodyLimit(get_asgi_application())
-load_model()  # at startup, not in the first request
+if settings.EMBED_REMOTE is None:  # else the model runs in the hosts only
+    load_model()  # at startup, not in the first request

@@ -133,6 +133,7 @@ def test_batcher_takes_the_app_config_and_decorator_arguments_override_it() -> N
 
     with app.app_context():
         b, t = plain.batcher, tuned.batcher
+        assert isinstance(b, Batcher) and isinstance(t, Batcher)  # in-process: no MICROBATCH_REMOTE
         assert (b.max_batch_size, b.max_wait_ms, b.max_queue_size, b.small_request_size) == (8, 2, 64, 2)
         assert b.name == "settings.plain"
         assert (t.max_batch_size, t.max_wait_ms, t.max_queue_size, t.small_request_size) == (4, None, 64, 1)
