@@ -276,8 +276,10 @@ def kill_test(url: str, out: Path, seconds: float, claim_idle: float) -> dict[st
         recovered = time.monotonic() - killed_at
         hosts = http_json(f"{server.url}/stats")["batchers"]["embed"]["hosts"]
         step = summarise(box["results"], "kill", USERS, "remote")
-        return {"requests": step.requests, "lost": step.failures, "claimed": sum(h["claimed"] for h in hosts.values()),
-                "p99_ms": step.p99_ms, "seconds": step.seconds, "recovered_s": recovered}
+        # Here a shed request (503 + Retry-After) is lost too: every request without a correct answer is.
+        return {"requests": step.requests, "lost": step.failures + step.shed,
+                "claimed": sum(h["claimed"] for h in hosts.values()), "p99_ms": step.p99_ms,
+                "seconds": step.seconds, "recovered_s": recovered}
 
 
 def completed(server: Server) -> int:
@@ -299,7 +301,7 @@ def report(results: list[Result], kill: dict[str, Any] | None) -> str:
     for r in results:
         batch = "-" if r.mean_batch is None else f"{r.mean_batch:.1f}"
         lines.append(f"| {r.row.label} | {r.step.texts_per_s:.0f} | {r.step.p50_ms:.0f} | {r.step.p99_ms:.0f} | "
-                     f"{r.step.failures} | {batch} | {r.model_ms:.0f} | {r.rss_mb:,.0f} |")
+                     f"{r.step.failures + r.step.shed} | {batch} | {r.model_ms:.0f} | {r.rss_mb:,.0f} |")
     if len(results) == len(ROWS):
         base, inproc, remote = results[0], results[1], results[2]
         ratio = remote.step.texts_per_s / base.step.texts_per_s if base.step.texts_per_s else float("nan")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's main command: installs what is needed (.venv and redis-server, via scripts/env.sh), then
 # serves the embedding service (Starlette + uvicorn, one worker, the packaged all-MiniLM-L6-v2 model)
-# batched and unbatched, load-tests both with Locust (about two minutes on a 2-core machine), and prints
+# batched and unbatched, load-tests both with Locust (about five minutes on a 2-core machine), and prints
 # the table and the path of the plot. Extra arguments go to load/compare.py (e.g. --framework flask).
 #
 #   bash scripts/demo.sh --scale-out   # instead: several web workers sharing one model host through

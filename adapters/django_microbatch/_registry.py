@@ -26,10 +26,10 @@ from ._conf import conf
 __all__ = ["KEYS", "close_all", "configure", "get_batcher", "lookup"]
 
 # Every engine option, from the engine's schema, except "name": an entry's key in settings.MICROBATCH
-# names its batcher. "fn" (and "collate", "on_worker_start", "group_by", "size_of", when strings) are dotted paths
-# resolved here.
+# names its batcher. "fn" (and "collate", "on_worker_start", "group_by", "size_of", "coalesce", when strings) are
+# dotted paths resolved here; coalesce's True and False are not strings, so they stay booleans.
 _BATCHER_OPTIONS = tuple(name for name in OPTIONS if name != "name")
-_IMPORTED = ("fn", "collate", "on_worker_start", "group_by", "size_of")
+_IMPORTED = ("fn", "collate", "on_worker_start", "group_by", "size_of", "coalesce")
 # "remote": a Redis URL (the hosts serving this name run fn), or None to batch in this process.
 KEYS = ("fn", *_BATCHER_OPTIONS, "remote")
 # What a remote entry's client uses; the other options configure the hosts (microbatch serve flags).

@@ -6,7 +6,7 @@ import atexit
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context
 
@@ -141,13 +141,43 @@ class BatchedFunction(Generic[T, U]):
         """Async :meth:`__call__`, for ``async def`` views."""
         return await self._current().acall(item, timeout=timeout)
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request; outputs in input order."""
-        return self._current().map(items, timeout=timeout)
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request; outputs in input order.
+
+        ``return_exceptions`` as in :meth:`microbatch.Batcher.map`: a failing item's exception in its place
+        (in-process batchers only: a remote map succeeds or fails as a whole).
+        """
+        if not return_exceptions:
+            return self._current().map(items, timeout=timeout)
+        return self._in_process("map").map(items, timeout=timeout, return_exceptions=True)
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
-        return await self._current().amap(items, timeout=timeout)
+        if not return_exceptions:
+            return await self._current().amap(items, timeout=timeout)
+        return await self._in_process("amap").amap(items, timeout=timeout, return_exceptions=True)
 
     @property
     def batcher(self) -> SupportsBatching[T, U]:
@@ -161,6 +191,17 @@ class BatchedFunction(Generic[T, U]):
 
     def __repr__(self) -> str:
         return f"<BatchedFunction {self.__name__}>"
+
+    def _in_process(self, method: str) -> Batcher[T, U]:
+        """The current app's batcher, which must run in this process; TypeError naming the fix otherwise."""
+        batcher = self._current()
+        if not isinstance(batcher, Batcher):
+            raise TypeError(
+                f"{self.__name__}.{method}(..., return_exceptions=True) needs an in-process batcher, but the Flask "
+                f"app sends {batcher.name!r} to model hosts (MICROBATCH_REMOTE), whose {method} succeeds or fails "
+                "as a whole: call it without return_exceptions, or batch this name in process"
+            )
+        return batcher
 
     def _current(self) -> SupportsBatching[T, U]:
         """The current app's batcher for this function, built on first use."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -70,6 +71,20 @@ def test_a_url_sends_every_batched_function_of_the_app(
     with wsgi_server(app) as url:
         answer = requests.post(f"{url}/shout", json={"text": "hi"}, timeout=10)
         assert answer.json()["result"][0] == "hi"
+
+
+def test_return_exceptions_needs_an_in_process_batcher_and_says_so(
+    start_host: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    host = start_host("echo")
+    app, embed = make_app({"t": redis_server.url})
+    with app.app_context():
+        assert embed.map(["a", "b"]) == [["a", host.pid], ["b", host.pid]]  # without it, a remote map works
+        with pytest.raises(TypeError, match=r"embed.map\(\.\.\., return_exceptions=True\) needs an in-process "
+                                            r"batcher, but the Flask app sends 't' to model hosts"):
+            embed.map(["a"], return_exceptions=True)
+        with pytest.raises(TypeError, match=r"embed.amap\(\.\.\., return_exceptions=True\) needs an in-process"):
+            asyncio.run(embed.amap(["a"], return_exceptions=True))
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1:6379", {"t": 6379}, ["redis://x"]])
