@@ -5,8 +5,10 @@ Every example app is a thin layer over this module, so the three frameworks answ
 * ``POST /embed`` with ``{"text": "..."}`` -> ``{"embedding": [384 floats]}``, or with
   ``{"texts": ["...", ...]}`` -> ``{"embeddings": [[384 floats], ...]}`` in input order (one
   ``map``/``amap`` of the batcher). Vectors are unit length.
-* ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded.
-* ``GET /stats`` -> ``{"mode": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers unbatched).
+* ``GET /healthz`` -> ``{"status": "ok", "mode": ..., "model": ...}`` once the model is loaded (here, or
+  at the model hosts when ``MICROBATCH_REMOTE`` is set).
+* ``GET /stats`` -> ``{"mode": ..., "pid": ..., "batchers": {"embed": Stats.as_dict()}}`` (no batchers
+  unbatched; ``pid`` tells a server's worker processes apart).
 * ``GET /metrics`` -> Prometheus text (:class:`microbatch.prometheus.BatcherCollector`).
 
 Input limits, each refused with a 4xx and a JSON body ``{"error": "..."}`` that says what is wrong:
@@ -52,6 +54,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "METRICS_CONTENT_TYPE",
     "MODE_ENV",
+    "REMOTE_ENV",
     "BadRequest",
     "EmbedRequest",
     "Metrics",
@@ -62,6 +65,7 @@ __all__ = [
     "max_queue_delay_ms",
     "parse_embed_request",
     "resolve_mode",
+    "resolve_remote",
     "stats_body",
     "too_large",
 ]
@@ -72,6 +76,9 @@ MAX_TEXT_CHARS: Final = 2048
 
 MODE_ENV: Final = "MICROBATCH_MODE"
 MODES: Final = ("batched", "unbatched")
+# A Redis URL: the batcher's calls go to the model hosts serving BATCHER_NAME there, and the model
+# loads only in them (microbatch serve examples._embedder:embed_texts --url URL --name embed --max-batch-size 32).
+REMOTE_ENV: Final = "MICROBATCH_REMOTE"
 
 BATCHER_NAME: Final = "embed"
 # The one batcher's settings in every framework. The queue holds about five seconds of work on a
@@ -203,6 +210,15 @@ def resolve_mode(mode: str | None = None) -> str:
     return value
 
 
+def resolve_remote(mode: str, remote: str | None = None) -> str | None:
+    """``remote``, or else the ``MICROBATCH_REMOTE`` environment variable: the Redis URL of the model hosts,
+    or None to run the model in this process. Only a batched service can send its calls to hosts."""
+    value = remote if remote is not None else os.environ.get(REMOTE_ENV) or None
+    if value is not None and mode != "batched":
+        raise ValueError(f"{REMOTE_ENV} sends the batcher's calls to model hosts: it needs {MODE_ENV}=batched")
+    return value
+
+
 def max_queue_delay_ms() -> float | None:
     """The batcher's ``max_queue_delay_ms``: :data:`MAX_QUEUE_DELAY_MS`, or the environment variable's
     value (milliseconds, or ``off`` for no bound, as in a load run's comparison)."""
@@ -222,7 +238,7 @@ def health_body(mode: str) -> dict[str, str]:
 
 
 def stats_body(mode: str, batchers: Mapping[str, StatsSource]) -> dict[str, Any]:
-    return {"mode": mode, "batchers": {name: b.stats.as_dict() for name, b in batchers.items()}}
+    return {"mode": mode, "pid": os.getpid(), "batchers": {name: b.stats.as_dict() for name, b in batchers.items()}}
 
 
 class Metrics:

@@ -2,11 +2,14 @@
 
     gunicorn -k gthread --threads 64 -w 1 examples.flask_app:app   # batched (or waitress-serve --threads 64)
     MICROBATCH_MODE=unbatched gunicorn -k gthread --threads 64 -w 1 examples.flask_app:app
+    MICROBATCH_REMOTE=redis://127.0.0.1:6379/0 gunicorn -k gthread --threads 64 -w 4 examples.flask_app:app
 
 Batched, each request's thread calls ``embed(text)`` (one text) or ``embed.map(texts)`` (a list) and
 blocks until the app's batcher has run its batch; give the server at least as many threads as
 concurrent clients, since each waiting request holds one. Unbatched, each request's thread runs the
-model itself, concurrently and without a lock: what a plain Flask app does. :func:`create_app` is an
+model itself, concurrently and without a lock: what a plain Flask app does. With ``MICROBATCH_REMOTE``
+set, the app's ``MICROBATCH_REMOTE`` config sends ``embed``'s calls to the model hosts serving ``embed``
+at that Redis URL, and no worker process loads the model. :func:`create_app` is an
 app factory; every app it makes gets its own batcher. The API and its limits are in :mod:`examples._api`.
 """
 
@@ -33,11 +36,15 @@ embed = mb.batch(
 )(embed_texts)
 
 
-def create_app(mode: str | None = None) -> Flask:
-    """A new app; ``mode`` is ``"batched"`` or ``"unbatched"`` (default: the ``MICROBATCH_MODE`` variable)."""
+def create_app(mode: str | None = None, remote: str | None = None) -> Flask:
+    """A new app; ``mode`` is ``"batched"`` or ``"unbatched"`` (default: the ``MICROBATCH_MODE`` variable),
+    ``remote`` the Redis URL of the model hosts (default: ``MICROBATCH_REMOTE``; unset: the model runs here)."""
     mode = _api.resolve_mode(mode)
-    load_model()
+    remote = _api.resolve_remote(mode, remote)
+    if remote is None:
+        load_model()
     app = Flask(__name__)
+    app.config["MICROBATCH_REMOTE"] = None if remote is None else {_api.BATCHER_NAME: remote}
     # Werkzeug refuses a longer declared body with 413 before reading it, and stops a streamed
     # (chunked) one at the limit, silently: one byte over lets _api see that it was cut and answer 413.
     app.config["MAX_CONTENT_LENGTH"] = _api.MAX_BODY_BYTES + 1

@@ -2,10 +2,13 @@
 
     uvicorn examples.starlette_app:app                            # batched
     MICROBATCH_MODE=unbatched uvicorn examples.starlette_app:app  # every request runs the model itself
+    MICROBATCH_REMOTE=redis://127.0.0.1:6379/0 uvicorn --workers 4 examples.starlette_app:app  # model hosts
 
 Batched, each request awaits ``acall`` (one text) or ``amap`` (a list) on the shared batcher, whose
 worker thread runs the model; the event loop never blocks. Unbatched, each request runs the model
 in Starlette's thread pool (``run_in_threadpool``, up to 40 at once, no lock): what a plain app does.
+With ``MICROBATCH_REMOTE`` set, the batcher is a :class:`~microbatch.remote.RemoteBatcher` calling the
+model hosts serving ``embed`` at that Redis URL, and this process never loads the model.
 The API and its limits are described in :mod:`examples._api`.
 """
 
@@ -22,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from asgi_microbatch import BatchingMiddleware, get_batcher
-from microbatch import Batcher
+from microbatch import Batcher, SupportsBatching
 
 from . import _api
 from ._embedder import embed_texts, load_model, setup_worker_thread
@@ -30,12 +33,19 @@ from ._embedder import embed_texts, load_model, setup_worker_thread
 __all__ = ["app", "create_app"]
 
 
-def create_app(mode: str | None = None) -> Starlette:
-    """A new app with its own batcher; ``mode`` is ``"batched"`` or ``"unbatched"`` (default: ``MICROBATCH_MODE``)."""
+def create_app(mode: str | None = None, remote: str | None = None) -> Starlette:
+    """A new app with its own batcher; ``mode`` is ``"batched"`` or ``"unbatched"`` (default: ``MICROBATCH_MODE``),
+    ``remote`` the Redis URL of the model hosts (default: ``MICROBATCH_REMOTE``; unset: the model runs here)."""
     mode = _api.resolve_mode(mode)
-    load_model()
-    batchers: dict[str, Batcher[str, list[float]]] = {}
-    if mode == "batched":
+    remote = _api.resolve_remote(mode, remote)
+    batchers: dict[str, SupportsBatching[str, list[float]]] = {}
+    if remote is not None:
+        from microbatch.remote import RemoteBatcher
+
+        batchers[_api.BATCHER_NAME] = RemoteBatcher(_api.BATCHER_NAME, url=remote, max_queue_size=_api.MAX_QUEUE_SIZE)
+    else:
+        load_model()
+    if mode == "batched" and remote is None:
         batchers[_api.BATCHER_NAME] = Batcher(
             embed_texts, max_batch_size=_api.MAX_BATCH_SIZE, max_queue_size=_api.MAX_QUEUE_SIZE, name=_api.BATCHER_NAME,
             max_queue_delay_ms=_api.max_queue_delay_ms(), on_worker_start=setup_worker_thread,

@@ -102,18 +102,60 @@ class Stack:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def raw_echo(url: str) -> None:
+    """The floor: a consumer process that answers each stream entry with one RPUSH, no microbatch involved."""
+    import redis
+
+    r = redis.Redis.from_url(url, socket_timeout=None)
+    try:
+        r.xgroup_create("raw:requests", "g", id="0", mkstream=True)
+    except redis.ResponseError:
+        pass
+    while True:
+        response: Any = r.xreadgroup("g", "c", {"raw:requests": ">"}, count=1, block=0)
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                if fields[b"p"] == b"stop":
+                    return
+                r.rpush(fields[b"r"], fields[b"p"])
+                r.xack("raw:requests", "g", entry_id)
+
+
+class RawRoundTrip:
+    """One call the way the anchors measure a Redis round trip: XADD, (XREADGROUP, RPUSH), BLPOP."""
+
+    def __init__(self, url: str) -> None:
+        import redis
+
+        self.r = redis.Redis.from_url(url, socket_timeout=None)
+        self.process = multiprocessing.get_context("spawn").Process(target=raw_echo, args=(url,))
+        self.process.start()
+
+    def __call__(self, item: int) -> Any:
+        self.r.xadd("raw:requests", {"r": "raw:reply", "p": str(item)})
+        popped: Any = self.r.blpop(["raw:reply"], timeout=30)
+        return popped[1]
+
+    def close(self) -> None:
+        self.r.xadd("raw:requests", {"r": "raw:reply", "p": "stop"})
+        self.process.join(30)
+
+
 def lone_calls(url: str, rounds: int, per_round: int) -> dict[str, list[float]]:
     from microbatch import Batcher
     from microbatch.remote import RemoteBatcher
 
     local = Batcher(noop, name="local")
     remote: Any = RemoteBatcher(NAME, url=url)
-    times: dict[str, list[float]] = {"in-process Batcher": [], "RemoteBatcher": []}
-    for batcher in (local, remote):
+    raw = RawRoundTrip(url)
+    callers: list[tuple[str, Any]] = [("in-process Batcher", local), ("RemoteBatcher", remote),
+                                      ("raw Redis round trip (XADD, XREADGROUP, RPUSH, BLPOP)", raw)]
+    times: dict[str, list[float]] = {label: [] for label, _ in callers}
+    for _, batcher in callers:
         for i in range(200):  # warm-up
             batcher(i)
     for _ in range(rounds):
-        for label, batcher in (("in-process Batcher", local), ("RemoteBatcher", remote)):
+        for label, batcher in callers:
             out = times[label]
             for i in range(per_round):
                 started = time.perf_counter()
@@ -121,6 +163,7 @@ def lone_calls(url: str, rounds: int, per_round: int) -> dict[str, list[float]]:
                 out.append(time.perf_counter() - started)
     local.close()
     remote.close()
+    raw.close()
     return times
 
 

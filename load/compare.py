@@ -2,14 +2,17 @@
 
 Run from the repository root::
 
-    .venv/bin/python load/compare.py                          # Starlette + uvicorn, about 4 minutes
-    .venv/bin/python load/compare.py --duration 6             # shorter steps (what scripts/demo.sh runs)
+    .venv/bin/python load/compare.py                          # Starlette + uvicorn, 15 s steps: about 7 minutes
+    .venv/bin/python load/compare.py --duration 5             # what scripts/demo.sh runs: about 5 minutes
     .venv/bin/python load/compare.py --quick                  # smoke run, well under a minute
     .venv/bin/python load/compare.py --framework flask        # gunicorn gthread (or --server waitress)
     .venv/bin/python load/compare.py --framework django       # uvicorn + ASGI (or --server gunicorn: WSGI)
 
 Everything happens in one run, so every number shares the machine's state of the moment (other work
-on the machine shows up as noise: compare within a run, not across runs):
+on the machine shows up as noise: compare within a run, not across runs). It takes about a minute to
+start the servers, then per step twice ``--duration`` (both modes) plus about 30 s of ceilings and
+Locust start-ups; 6 steps by default (4 user counts, mixed, constant rate). Measured on the shared,
+loaded 2-core machine: ``--duration 5 --users 1,64`` (4 steps) took 242 s.
 
 1. **Offline ceiling**: the model encodes batches of 32 corpus sentences back to back in this
    process, no server: the most texts per second this machine can embed. Measured between every
@@ -24,16 +27,20 @@ on the machine shows up as noise: compare within a run, not across runs):
    user), on loopback. Both run for the whole comparison (an idle one costs nothing), so the two
    modes' steps can alternate and share the machine's drift. Each is warmed up first.
 3. **Closed-loop sweep**: Locust ``InteractiveUser`` (one text per request, no think time) at each
-   user count, both modes, a fixed time each. Throughput counts the texts of the requests that
-   passed Locust's checks and completed inside the window (all users spawned -> end); latency
-   percentiles are over those requests, unrounded.
+   user count, both modes, a fixed time each. Throughput counts the texts of the accepted requests:
+   those that passed Locust's checks and completed inside the window (all users spawned -> end);
+   latency percentiles are over those requests, unrounded. A request the server sheds (503 with
+   ``Retry-After``: the batched service's queue is full or its predicted wait passes
+   ``max_queue_delay_ms``) is counted as ``shed``, not as a failure, and its user waits the
+   Retry-After before its next request, as a well-behaved client does; a 503 without
+   ``Retry-After``, and any other error or failed check, is a failure (``outcomes.py``).
 4. **Mixed**: ``InteractiveUser`` and ``BulkUser`` (16-64 texts a request) at 3:1.
 5. **Constant rate**: ``ConstantRateUser`` at a fixed offered rate (default half the first ceiling
    measurement), so the tail latency of a server that cannot keep up is not hidden by a closed loop
    sending it less.
 
-It prints the table (texts/s, requests/s, p50/p95/p99, failures, mean batch size, batched over
-unbatched, share of the ceiling) and the issue's targets as measured (reported, not asserted), and
+It prints the table (texts/s, requests/s, p50/p95/p99, failures, shed requests, mean batch size,
+batched over unbatched, share of the ceiling) and the issue's targets as measured (reported, not asserted), and
 writes CSVs, Locust's own CSVs, the raw request records, server logs and a PNG plot into
 ``load/results/<run>/`` (gitignored). Every step is bounded in time and the servers are always stopped.
 """
@@ -64,6 +71,7 @@ LOAD = REPO / "load"
 sys.path.insert(0, str(LOAD))
 
 from corpus import sentences  # noqa: E402
+from outcomes import ACCEPTED, SHED  # noqa: E402
 
 MODES = ("batched", "unbatched")
 APPS = {
@@ -90,9 +98,10 @@ class Step:
     users: int
     mode: str
     seconds: float
-    requests: int  # passed, completed in the window
+    requests: int  # accepted (passed every check), completed in the window
     texts: int
-    failures: int
+    failures: int  # failed a check or errored; a 503 without Retry-After is one
+    shed: int  # refused with 503 + Retry-After (the users waited it before their next request)
     p50_ms: float
     p95_ms: float
     p99_ms: float
@@ -121,8 +130,9 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summarise(results: dict[str, Any], step: str, users: int, mode: str) -> Step:
     start, end = results["window"]
-    records = results["records"]  # [name, start, latency s, texts, ok]
-    passed = [r for r in records if r[4]]
+    records = results["records"]  # [name, start, latency s, texts, outcome]
+    passed = [r for r in records if r[4] == ACCEPTED]
+    shed = sum(1 for r in records if r[4] == SHED)
     single = [r[2] * 1000 for r in passed if r[0] != "/embed texts"]
     bulk = [r[2] * 1000 for r in passed if r[0] == "/embed texts"]
     return Step(
@@ -132,7 +142,8 @@ def summarise(results: dict[str, Any], step: str, users: int, mode: str) -> Step
         seconds=end - start,
         requests=len(passed),
         texts=sum(r[3] for r in passed),
-        failures=len(records) - len(passed),
+        failures=len(records) - len(passed) - shed,
+        shed=shed,
         p50_ms=percentile(single, 0.50),
         p95_ms=percentile(single, 0.95),
         p99_ms=percentile(single, 0.99),
@@ -340,7 +351,7 @@ def fmt(value: float | None, digits: int = 1) -> str:
 
 
 def table(steps: list[Step]) -> str:
-    header = ("step", "users", "mode", "texts/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "fails", "batch",
+    header = ("step", "users", "mode", "texts/s", "req/s", "p50 ms", "p95 ms", "p99 ms", "fails", "shed", "batch",
               "vs unbatched", "ceiling", "of ceiling", "loaded ceiling", "of loaded")
     rows = [header]
     for s in steps:
@@ -349,7 +360,7 @@ def table(steps: list[Step]) -> str:
         label = {"closed": "closed loop", "mixed": "mixed 3:1", "rate": f"rate {fmt(s.offered_rps, 0)}/s"}[s.step]
         rows.append((
             label, str(s.users), s.mode, fmt(s.texts_per_s), fmt(s.requests_per_s), fmt(s.p50_ms), fmt(s.p95_ms),
-            fmt(s.p99_ms), str(s.failures), fmt(s.mean_batch), "-" if ratio is None else f"{ratio:.2f}x",
+            fmt(s.p99_ms), str(s.failures), str(s.shed), fmt(s.mean_batch), "-" if ratio is None else f"{ratio:.2f}x",
             fmt(s.ceiling, 0), f"{s.texts_per_s / s.ceiling:.2f}", fmt(s.loaded_ceiling, 0),
             "-" if not s.loaded_ceiling else f"{s.texts_per_s / s.loaded_ceiling:.2f}",
         ))
@@ -364,9 +375,14 @@ def table(steps: list[Step]) -> str:
 
 
 def notes(steps: list[Step]) -> list[str]:
-    """The bulk requests of the mixed step, and the issue's targets as measured (reported, never asserted)."""
+    """The bulk requests of the mixed step, the shed requests, and the issue's targets as measured (reported,
+    never asserted)."""
     lines = [f"mixed, {s.mode}: bulk requests (16-64 texts) p95 {fmt(s.bulk_p95_ms)} ms"
              for s in steps if s.step == "mixed"]
+    shed = [s for s in steps if s.shed]
+    if shed:
+        lines.append("shed (503 + Retry-After, waited by the users; not in texts/s or the latencies): " + ", ".join(
+            f"{s.step} {s.users}u {s.mode} {s.shed / (s.shed + s.requests + s.failures):.0%}" for s in shed))
     closed = {(s.users, s.mode): s for s in steps if s.step == "closed"}
     for users in sorted({u for u, _ in closed}):
         b, u = closed.get((users, "batched")), closed.get((users, "unbatched"))
@@ -505,7 +521,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ceilings.append(measure_ceiling(args.ceiling_seconds))
                 result.ceiling = (ceilings[-2] + ceilings[-1]) / 2
                 line = (f"{result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
-                        f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}  ceiling {result.ceiling:.0f}")
+                        f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}  shed {result.shed}  "
+                        f"ceiling {result.ceiling:.0f}")
                 if stub_url is not None and mode == "batched" and result.requests_per_s:
                     result.loaded_ceiling = ceiling_beside_load(
                         stub_url, users, result.requests_per_s, args.ceiling_seconds, out

@@ -15,6 +15,11 @@ User classes (name them on the command line; with none named, Locust runs all th
   being sent less of it. When a response takes longer than ``1/rate``, the user can only fall
   behind: the runner reports the rate achieved beside the rate offered.
 
+Every user honours ``Retry-After``, as a well-behaved client does: after a 503 that carries it (the
+server shedding load: its queue is full, or the request would wait past ``max_queue_delay_ms``), the
+user waits that many seconds before its next request, or longer if its own pace asks for more.
+``load/locust_overload.py`` adds one that retries at once.
+
 Every response is checked (``catch_response``): status 200, JSON of the right shape, one vector of
 384 floats per text, each of unit length. At the start of a run the locustfile asks the still idle
 server for the vectors of ``corpus.REFERENCE_TEXTS``, one text at a time; under load, a quarter of
@@ -25,7 +30,9 @@ company fails the request.
 
 ``--results-file PATH`` writes every request of the measurement window (from the moment all users
 are spawned to the end of the run) as JSON: user class, start time, latency (seconds, unrounded),
-texts, and whether it passed. ``load/compare.py`` computes its throughput and percentiles from it.
+texts, and its outcome (``outcomes.py``: accepted, shed by a 503 with Retry-After, or failed).
+``load/compare.py`` computes its throughput and percentiles from the accepted ones and counts the
+others apart.
 """
 
 from __future__ import annotations
@@ -36,11 +43,13 @@ import random
 import time
 import urllib.request
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from corpus import REFERENCE_TEXTS, sentence
-from locust import FastHttpUser, constant, constant_throughput, events, task
+from locust import FastHttpUser, User, constant, constant_throughput, events, task
 from locust.env import Environment
+from outcomes import FAILED, Outcome, outcome, retry_after
 
 DIMENSIONS = 384
 TOLERANCE = 1e-4
@@ -49,7 +58,7 @@ REFERENCES_PER_BULK = 2
 
 _reference: dict[str, list[float]] = {}
 _window: dict[str, float] = {}
-_records: list[tuple[str, float, float, int, bool]] = []
+_records: list[tuple[str, float, float, int, Outcome]] = []
 _failures: Counter[str] = Counter()
 
 
@@ -76,30 +85,46 @@ def check(response: Any, texts: list[str], single: bool) -> str | None:
     return None
 
 
+def answer(response: Any) -> tuple[int, str | None]:
+    """A Locust response's status and Retry-After header (0 and None when the request got no answer)."""
+    headers = getattr(response, "headers", None)
+    return getattr(response, "status_code", 0) or 0, headers.get("Retry-After") if headers else None
+
+
 class _EmbedUser(FastHttpUser):
+    """Sends its requests at its ``pace``; after a shed request, waits the answer's Retry-After first."""
+
     abstract = True
     request_name = "/embed"
+    pace: ClassVar[Callable[[User], float]] = constant(0)  # the wait between requests when not told to back off
+    honours_retry_after = True
 
     def on_start(self) -> None:
         self.rng = random.Random()
+        self.backoff = 0.0  # the last answer's Retry-After, when it shed the request
 
     def post(self, texts: list[str], single: bool) -> None:
         body = {"text": texts[0]} if single else {"texts": texts}
         with self.client.post(
             "/embed", json=body, name=self.request_name, catch_response=True, context={"texts": len(texts)}
         ) as response:
+            if self.honours_retry_after:
+                self.backoff = retry_after(*answer(response)) or 0.0
             problem = check(response, texts, single)
             if problem is None:
                 response.success()
             else:
                 response.failure(problem)
 
+    def wait_time(self) -> float:
+        backoff, self.backoff = self.backoff, 0.0
+        return max(backoff, self.pace())
+
 
 class InteractiveUser(_EmbedUser):
     """One text per request, back to back."""
 
     weight = 3
-    wait_time = constant(0)
     request_name = "/embed text"
 
     @task
@@ -112,7 +137,6 @@ class BulkUser(_EmbedUser):
     """Lists of 16 to 64 texts per request, back to back."""
 
     weight = 1
-    wait_time = constant(0)
     request_name = "/embed texts"
 
     @task
@@ -128,7 +152,7 @@ class ConstantRateUser(InteractiveUser):
     """One text per request at ``--rate`` requests per second (set at init from the option)."""
 
     weight = 1
-    wait_time = constant_throughput(1.0)
+    pace = constant_throughput(1.0)
     request_name = "/embed text (constant rate)"
 
 
@@ -143,7 +167,7 @@ def _on_init(environment: Environment, **kwargs: Any) -> None:
     rate = environment.parsed_options.rate if environment.parsed_options else 1.0
     if not rate > 0:
         raise ValueError(f"--rate must be > 0 requests per second, got {rate}")
-    ConstantRateUser.wait_time = constant_throughput(rate)
+    ConstantRateUser.pace = constant_throughput(rate)
 
 
 @events.test_start.add_listener
@@ -171,8 +195,9 @@ def _record(
     start = kwargs.get("start_time")
     if "start" not in _window or start is None or start < _window["start"]:
         return  # not in the measurement window
-    _records.append((name, start, response_time / 1000.0, int(context.get("texts", 1)), exception is None))
-    if exception is not None:
+    ended = outcome(exception is None, *answer(kwargs.get("response")))
+    _records.append((name, start, response_time / 1000.0, int(context.get("texts", 1)), ended))
+    if ended == FAILED:  # shed requests are counted apart, not listed as failures
         _failures[str(exception)[:200]] += 1
 
 

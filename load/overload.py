@@ -10,7 +10,7 @@ demo's ``max_queue_delay_ms=1000``) and ``unbounded`` (``EMBED_MAX_QUEUE_DELAY_M
 ``max_queue_size=2048`` sheds). Locust users (one text a request, no think time, each response
 checked; ``load/locust_overload.py``) drive each far past its capacity, the steps alternating
 between the two servers so both share the machine's drift: ``PoliteUser`` waits a 503's
-Retry-After before its next request, as a well-behaved client does; ``InteractiveUser`` retries at
+Retry-After before its next request, as a well-behaved client does; ``ImpatientUser`` retries at
 once, the harshest client, whose refusals themselves load the server's event loop (and the load
 generator shares the machine's cores). Per step it prints the accepted requests (200) per second,
 their end-to-end latency percentiles, the refusals (503 + Retry-After) per second and the batcher's
@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from compare import LOAD, http_json, percentile, serving, wait_healthy, warm_up
+from outcomes import ACCEPTED, SHED
 
 ENV = "EMBED_MAX_QUEUE_DELAY_MS"  # examples._api.MAX_QUEUE_DELAY_MS_ENV
 SETTINGS = {"bounded": None, "unbounded": "off"}  # EMBED_MAX_QUEUE_DELAY_MS for each server (None: the demo's)
-BOUND_MS = 1000.0
-USERS = ("PoliteUser", "InteractiveUser")  # examples._api.MAX_QUEUE_DELAY_MS
+BOUND_MS = 1000.0  # examples._api.MAX_QUEUE_DELAY_MS
+USERS = ("PoliteUser", "ImpatientUser")
 
 
 def run_locust(url: str, user: str, users: int, seconds: float, prefix: Path) -> dict[str, Any]:
@@ -57,9 +58,9 @@ def run_locust(url: str, user: str, users: int, seconds: float, prefix: Path) ->
 
 def summary(name: str, user: str, results: dict[str, Any], queue_wait_p99: float) -> dict[str, Any]:
     start, end = results["window"]
-    records = results["records"]  # [name, start, latency s, texts, ok]
-    accepted = [r[2] * 1000 for r in records if r[4]]
-    refused = sum(count for message, count in results["failures"].items() if message.startswith("HTTP 503"))
+    records = results["records"]  # [name, start, latency s, texts, outcome]
+    accepted = [r[2] * 1000 for r in records if r[4] == ACCEPTED]
+    refused = sum(1 for r in records if r[4] == SHED)
     other = len(records) - len(accepted) - refused
     seconds = end - start
     return {
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per step")
     parser.add_argument("--rounds", type=int, default=1, help="bounded/unbounded pairs per user kind, alternated")
     parser.add_argument("--user", choices=USERS, action="append",
-                        help="PoliteUser honours Retry-After, InteractiveUser retries at once (default: both)")
+                        help="PoliteUser honours Retry-After, ImpatientUser retries at once (default: both)")
     args = parser.parse_args(argv)
 
     out = LOAD / "results" / time.strftime("overload-%Y%m%d-%H%M%S")

@@ -13,7 +13,10 @@ class EmbedView(BatchedViewMixin, View):
 ```
 
 Each entry takes ``fn`` (a dotted path or a callable) and every ``microbatch.Batcher`` option but
-``name`` (the entry's key names it): ``collate`` may be a dotted path too. Add ``"django_microbatch"``
+``name`` (the entry's key names it): ``collate`` may be a dotted path too. With ``"remote":
+"redis://..."`` the entry's batcher is a ``microbatch.remote.RemoteBatcher`` calling the model hosts
+that serve its name (``microbatch serve ... --name NAME``): ``fn`` is not imported, and only
+``timeout`` and ``max_queue_size`` apply here (the other options configure the hosts). Add ``"django_microbatch"``
 to ``INSTALLED_APPS`` (its ``apps.MicrobatchConfig``) to have the entries checked at startup by
 Django's system checks rather than at the first request. Sync views batch under WSGI and ASGI alike
 (Django gives each request its own thread for sync code); under ASGI prefer async views, which wait

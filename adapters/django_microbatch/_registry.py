@@ -1,4 +1,5 @@
-"""One shared :class:`~microbatch.Batcher` per entry of ``settings.MICROBATCH``.
+"""One shared batcher per entry of ``settings.MICROBATCH``: a :class:`~microbatch.Batcher`, or with a
+``"remote"`` URL a :class:`~microbatch.remote.RemoteBatcher` calling the model hosts that serve the name.
 
 A batcher is built on the first lookup of its name (so settings are read lazily), once per process,
 under a lock, and shared by every view and thread. When ``settings.MICROBATCH`` changes (the
@@ -17,7 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.utils.module_loading import import_string
 
-from microbatch import Batcher
+from microbatch import Batcher, SupportsBatching
 from microbatch._options import OPTIONS, resolve
 
 from ._conf import conf
@@ -25,19 +26,22 @@ from ._conf import conf
 __all__ = ["KEYS", "close_all", "configure", "get_batcher", "lookup"]
 
 # Every engine option, from the engine's schema, except "name": an entry's key in settings.MICROBATCH
-# names its batcher. "fn" (and "collate", "on_worker_start", "group_by", "size_of", when strings) are dotted paths
-# resolved here.
+# names its batcher. "fn" (and "collate", "on_worker_start", "group_by", "size_of", "coalesce", when strings) are
+# dotted paths resolved here; coalesce's True and False are not strings, so they stay booleans.
 _BATCHER_OPTIONS = tuple(name for name in OPTIONS if name != "name")
-_IMPORTED = ("fn", "collate", "on_worker_start", "group_by", "size_of")
-KEYS = ("fn", *_BATCHER_OPTIONS)
+_IMPORTED = ("fn", "collate", "on_worker_start", "group_by", "size_of", "coalesce")
+# "remote": a Redis URL (the hosts serving this name run fn), or None to batch in this process.
+KEYS = ("fn", *_BATCHER_OPTIONS, "remote")
+# What a remote entry's client uses; the other options configure the hosts (microbatch serve flags).
+_REMOTE_OPTIONS = ("timeout", "max_queue_size")
 
 
 _lock = threading.Lock()
 # name -> (the settings entry it was built from, the batcher)
-_entries: dict[str, tuple[dict[str, Any], Batcher[Any, Any]]] = {}
+_entries: dict[str, tuple[dict[str, Any], SupportsBatching[Any, Any]]] = {}
 
 
-def get_batcher(name: str) -> Batcher[Any, Any]:
+def get_batcher(name: str) -> SupportsBatching[Any, Any]:
     """The shared batcher configured as ``settings.MICROBATCH[name]``, built on first use.
 
     Raises ``ImproperlyConfigured`` naming the offending key when the entry is missing or invalid.
@@ -45,7 +49,7 @@ def get_batcher(name: str) -> Batcher[Any, Any]:
     return lookup(name, "the name passed to get_batcher()")
 
 
-def lookup(name: str, source: str) -> Batcher[Any, Any]:
+def lookup(name: str, source: str) -> SupportsBatching[Any, Any]:
     """:func:`get_batcher`, with ``source`` saying where ``name`` came from for the unknown-name error."""
     with _lock:
         entry = _entries.get(name)
@@ -63,11 +67,13 @@ def lookup(name: str, source: str) -> Batcher[Any, Any]:
         return entry[1]
 
 
-def configure(name: str, entry: object) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """``settings.MICROBATCH[name]`` as a batch function and checked Batcher options.
+def configure(name: str, entry: object) -> tuple[Callable[..., Any] | str, dict[str, Any]]:
+    """``settings.MICROBATCH[name]`` as a batch function (or, for a remote entry, its Redis URL) and
+    checked options.
 
     Raises ``ImproperlyConfigured`` naming the offending key and the fix. Used to build the batcher
-    and by the system check (``django_microbatch.apps``), so both report the same problems.
+    and by the system check (``django_microbatch.apps``), so both report the same problems. A remote
+    entry's ``fn`` is not imported: the model loads in the hosts only.
     """
     where = f"settings.MICROBATCH[{name!r}]"
     if not isinstance(entry, Mapping):
@@ -77,11 +83,15 @@ def configure(name: str, entry: object) -> tuple[Callable[..., Any], dict[str, A
         raise ImproperlyConfigured(
             f"{where} has unknown option(s) {', '.join(map(repr, unknown))}; valid: {', '.join(map(repr, KEYS))}"
         )
+    remote = entry.get("remote")
+    if remote is not None:
+        return _remote_url(where, remote), _checked({k: v for k, v in entry.items() if k in _BATCHER_OPTIONS},
+                                                    name, where)
     if "fn" not in entry:
         raise ImproperlyConfigured(
             f"{where} has no 'fn': set it to the dotted path of the batch function, e.g. 'myproject.models.embed_texts'"
         )
-    values = dict(entry)
+    values = {key: value for key, value in entry.items() if key != "remote"}
     for key in _IMPORTED:
         if isinstance(values.get(key), str):
             try:
@@ -94,16 +104,38 @@ def configure(name: str, entry: object) -> tuple[Callable[..., Any], dict[str, A
             f"{where}: Batcher needs a callable batch function, got {type(fn).__name__}: "
             "set 'fn' to the dotted path of a function that takes a list of items"
         )
+    return fn, _checked(values, name, where)
+
+
+def _checked(values: dict[str, Any], name: str, where: str) -> dict[str, Any]:
     try:
         resolve({**values, "name": name})  # the engine's own check names the option and the fix
     except (TypeError, ValueError) as exc:
         raise ImproperlyConfigured(f"{where}: {exc}") from exc
-    return fn, values
+    return values
 
 
-def _build(name: str, entry: object) -> Batcher[Any, Any]:
+def _remote_url(where: str, value: object) -> str:
+    if not (isinstance(value, str) and value.partition("://")[0] in ("redis", "rediss", "unix")):
+        raise ImproperlyConfigured(
+            f"{where}['remote'] = {value!r}: set it to the Redis URL of the model hosts serving this name, "
+            "e.g. 'redis://127.0.0.1:6379/0' (they run `microbatch serve ... --name NAME`), or None to batch here"
+        )
+    return value
+
+
+def _build(name: str, entry: object) -> SupportsBatching[Any, Any]:
     fn, options = configure(name, entry)
-    return Batcher(fn, name=name, **options)
+    if not isinstance(fn, str):
+        return Batcher(fn, name=name, **options)
+    try:
+        from microbatch.remote import RemoteBatcher
+    except ImportError as exc:  # redis or msgpack missing
+        raise ImproperlyConfigured(
+            f"settings.MICROBATCH[{name!r}]['remote'] needs microbatch.remote ({exc}): pip install 'microbatch[remote]'"
+        ) from exc
+    remote = {key: options[key] for key in _REMOTE_OPTIONS if options.get(key) is not None}
+    return RemoteBatcher(name, url=fn, **remote)
 
 
 def close_all(drain: bool = True) -> None:

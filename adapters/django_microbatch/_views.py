@@ -8,7 +8,7 @@ from typing import Any, cast
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponseBase
 
-from microbatch import Batcher
+from microbatch import SupportsBatching
 from microbatch.web import ErrorResponse
 
 from ._http import HTTP_ERRORS, default_answer
@@ -41,7 +41,7 @@ class BatchedViewMixin:
             )
         return self.batcher_name
 
-    def get_batcher(self) -> Batcher[Any, Any]:
+    def get_batcher(self) -> SupportsBatching[Any, Any]:
         """The shared batcher named by :meth:`get_batcher_name`."""
         cls = type(self).__qualname__
         return lookup(self.get_batcher_name(), f"{cls}.batcher_name (or {cls}.get_batcher_name())")

@@ -6,13 +6,15 @@ import atexit
 import threading
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from flask import Flask, current_app, has_app_context
 
-from microbatch import Batcher, BatcherClosed, BatcherOptions, Stats
+from microbatch import Batcher, BatcherClosed, BatcherOptions, Stats, SupportsBatching
 from microbatch._options import OPTIONS, check_option, resolve
 from microbatch._worker import is_async_callable
+
+from ._remote import REMOTE_KEY, check_remote, remote_batcher, remote_url
 
 __all__ = ["CONFIG", "EXTENSION_KEY", "AppState", "BatchOptions", "BatchedFunction", "check_app", "state_of"]
 
@@ -42,6 +44,7 @@ def check_app(app: Flask, functions: list[BatchedFunction[Any, Any]]) -> None:
                 f"bad batching config on the Flask app {app.name!r}: {key} = {app.config[key]!r}: {exc}; "
                 f"set app.config[{key!r}] to a valid value (default {CONFIG[key][1]!r})"
             ) from exc
+    check_remote(app.config.get(REMOTE_KEY), app.name)
     for function in functions:
         function.settings(app)
 
@@ -58,7 +61,7 @@ class AppState:
     def __init__(self, owner: object, app: Flask) -> None:
         self.owner = owner  # the Microbatch instance that registered the app
         self.lock = threading.Lock()  # held only to create a batcher, never to look one up
-        self.batchers: dict[BatchedFunction[Any, Any], Batcher[Any, Any]] = {}
+        self.batchers: dict[BatchedFunction[Any, Any], SupportsBatching[Any, Any]] = {}
         self.closed = False
         _open_states.add(self)
         weakref.finalize(app, _close_when_collected, self, app.name)
@@ -103,7 +106,9 @@ class BatchedFunction(Generic[T, U]):
     """A batch function bound to a :class:`~flask_microbatch.Microbatch`; call it from any view.
 
     Each Flask app gets its own :class:`microbatch.Batcher` for it, built on first use from that app's
-    config and the decorator's arguments, so app factories and several apps in one process work.
+    config and the decorator's arguments, so app factories and several apps in one process work; or,
+    when the app's ``MICROBATCH_REMOTE`` names a Redis URL for it, a
+    :class:`microbatch.remote.RemoteBatcher` calling the hosts that serve its batcher name.
     Calls, ``.stats`` and ``.batcher`` act on the batcher of ``current_app``. The function itself runs
     on the batcher's worker with its app's context pushed, so ``current_app`` works there too.
     """
@@ -136,17 +141,47 @@ class BatchedFunction(Generic[T, U]):
         """Async :meth:`__call__`, for ``async def`` views."""
         return await self._current().acall(item, timeout=timeout)
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request; outputs in input order."""
-        return self._current().map(items, timeout=timeout)
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request; outputs in input order.
+
+        ``return_exceptions`` as in :meth:`microbatch.Batcher.map`: a failing item's exception in its place
+        (in-process batchers only: a remote map succeeds or fails as a whole).
+        """
+        if not return_exceptions:
+            return self._current().map(items, timeout=timeout)
+        return self._in_process("map").map(items, timeout=timeout, return_exceptions=True)
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
-        return await self._current().amap(items, timeout=timeout)
+        if not return_exceptions:
+            return await self._current().amap(items, timeout=timeout)
+        return await self._in_process("amap").amap(items, timeout=timeout, return_exceptions=True)
 
     @property
-    def batcher(self) -> Batcher[T, U]:
-        """The current app's batcher for this function."""
+    def batcher(self) -> SupportsBatching[T, U]:
+        """The current app's batcher for this function (a RemoteBatcher when the app sends it to hosts)."""
         return self._current()
 
     @property
@@ -157,7 +192,18 @@ class BatchedFunction(Generic[T, U]):
     def __repr__(self) -> str:
         return f"<BatchedFunction {self.__name__}>"
 
-    def _current(self) -> Batcher[T, U]:
+    def _in_process(self, method: str) -> Batcher[T, U]:
+        """The current app's batcher, which must run in this process; TypeError naming the fix otherwise."""
+        batcher = self._current()
+        if not isinstance(batcher, Batcher):
+            raise TypeError(
+                f"{self.__name__}.{method}(..., return_exceptions=True) needs an in-process batcher, but the Flask "
+                f"app sends {batcher.name!r} to model hosts (MICROBATCH_REMOTE), whose {method} succeeds or fails "
+                "as a whole: call it without return_exceptions, or batch this name in process"
+            )
+        return batcher
+
+    def _current(self) -> SupportsBatching[T, U]:
         """The current app's batcher for this function, built on first use."""
         if not has_app_context():
             raise RuntimeError(
@@ -174,10 +220,15 @@ class BatchedFunction(Generic[T, U]):
                 entry = state.batchers.get(self) or self._build(app, state)
         return entry
 
-    def _build(self, app: Flask, state: AppState) -> Batcher[T, U]:
+    def _build(self, app: Flask, state: AppState) -> SupportsBatching[T, U]:
         if state.closed:
             raise BatcherClosed(f"Microbatch was closed on the Flask app {app.name!r}; it accepts no calls")
-        batcher: Batcher[T, U] = Batcher(_in_app_context(self._fn, weakref.ref(app)), **self.settings(app))
+        settings = self.settings(app)
+        url = remote_url(app.config.get(REMOTE_KEY), settings["name"])
+        batcher: SupportsBatching[T, U] = (
+            Batcher(_in_app_context(self._fn, weakref.ref(app)), **settings) if url is None
+            else remote_batcher(settings["name"], url, settings)
+        )
         state.batchers[self] = batcher
         return batcher
 

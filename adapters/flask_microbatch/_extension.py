@@ -18,6 +18,7 @@ from microbatch.web import (
 )
 
 from ._batched import CONFIG, EXTENSION_KEY, AppState, BatchedFunction, BatchOptions, check_app, state_of
+from ._remote import REMOTE_KEY
 
 __all__ = ["Microbatch"]
 
@@ -53,6 +54,10 @@ class Microbatch:
         responses (Overloaded -> 503 with Retry-After, DeadlineExceeded -> 504, BatcherClosed -> 503,
         ItemTooLarge -> 413: :func:`microbatch.web.error_response`, or :meth:`error_handler`'s).
 
+        ``MICROBATCH_REMOTE`` (None by default) sends batched functions to model hosts over Redis: a
+        URL sends every one, a dict ``{batcher name: URL}`` the ones it names (see
+        :mod:`flask_microbatch._remote`).
+
         Checks the ``MICROBATCH_*`` config now, alone and with the options of every function this
         instance decorated so far, and raises ValueError naming the key and the fix; functions
         decorated later have their arguments checked when decorated.
@@ -65,6 +70,7 @@ class Microbatch:
         for key, (_, default) in CONFIG.items():
             app.config.setdefault(key, default)
         app.config.setdefault(TIMEOUT_HEADER_KEY, TIMEOUT_HEADER)
+        app.config.setdefault(REMOTE_KEY, None)
         check_app(app, self._functions)
         app.extensions[EXTENSION_KEY] = AppState(self, app)
         app.before_request(_enter_deadline)

@@ -102,4 +102,5 @@ def drop_database_receivers() -> None:
 django.setup(set_prefix=False)  # what get_asgi_application() does before building its handler
 drop_database_receivers()
 application = BodyLimit(NoDatabaseASGIHandler())
-load_model()  # at startup, not in the first request
+if settings.EMBED_REMOTE is None:  # else the model runs in the hosts only
+    load_model()  # at startup, not in the first request

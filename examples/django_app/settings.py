@@ -1,4 +1,5 @@
-"""Settings of the example project. ``MICROBATCH_MODE=unbatched`` serves it without a batcher."""
+"""Settings of the example project. ``MICROBATCH_MODE=unbatched`` serves it without a batcher;
+``MICROBATCH_REMOTE=redis://...`` sends the batcher's calls to the model hosts serving ``embed`` there."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ MIDDLEWARE = [
 DATA_UPLOAD_MAX_MEMORY_SIZE = _api.MAX_BODY_BYTES
 
 EMBED_MODE = _api.resolve_mode()
+EMBED_REMOTE = _api.resolve_remote(EMBED_MODE)  # the model loads only in the hosts when set
 MICROBATCH = (
     {
         _api.BATCHER_NAME: {
@@ -31,6 +33,7 @@ MICROBATCH = (
             "max_queue_delay_ms": _api.max_queue_delay_ms(),
             "on_worker_start": "examples._embedder.setup_worker_thread",
             "coalesce": _api.COALESCE,
+            "remote": EMBED_REMOTE,
         }
     }
     if EMBED_MODE == "batched"

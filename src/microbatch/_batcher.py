@@ -9,6 +9,7 @@ exactly once, under the batcher's lock, by ``_finish_locked``; the README has th
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
@@ -32,7 +33,7 @@ from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
-from ._waiters import AsyncWaiter, Outbox, SyncWaiter, Waiter, wait_async, wait_sync
+from ._waiters import AsyncWaiter, CallbackWaiter, Outbox, SyncWaiter, Waiter, wait_async, wait_sync
 from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
@@ -115,7 +116,9 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         )
         super().__init__()
         self._stats = StatsRecorder()
-        self._policy = WaitPolicy(self.max_wait_ms, self.aging_ms, self.max_batch_size)
+        self._policy = WaitPolicy(
+            self.max_wait_ms, self.aging_ms, self.max_batch_size, len(self._replicas) * self.max_concurrent_batches
+        )
         self._token_cost = CostModel()  # run time against padded tokens, for length-aware batchers
         self._group_costs = None if self.group_by is None else GroupCosts()
         self._breaker = Breaker(self.breaker_threshold, self.breaker_open_ms / 1000.0)
@@ -218,6 +221,27 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
         return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
+
+    def submit(
+        self, items: Iterable[T], callback: Callable[[list[U] | None, BaseException | None], object], *,
+        timeout: float | None = None,
+    ) -> Callable[[], None]:
+        """Queue ``items`` as one request, as :meth:`map` does, without waiting; returns a function that cancels it.
+
+        ``callback(results, None)`` or ``callback(None, error)`` runs exactly once, on an engine thread
+        (usually the worker's, sometimes with the batcher's lock held): it must be quick, must not block
+        and must not call this batcher. Refusals (Overloaded, BatcherClosed, ValueError...) raise here,
+        as they do for ``map``. A request past its deadline is never run: it fails with DeadlineExceeded
+        when the worker next forms a batch (no timer fires at the deadline itself). Cancelling a request
+        not yet resolved gives its callback ``asyncio.CancelledError``. For code that feeds a batcher from
+        its own loop, such as :mod:`microbatch.remote`'s host; everyone else calls ``map``/``amap``.
+        """
+        batch_items = as_items(items, "submit")
+        if not batch_items:
+            callback([], None)
+            return _nothing
+        request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback))
+        return functools.partial(self._cancel, request)
 
     @property
     def stats(self) -> Stats:
@@ -495,6 +519,10 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:
                 waiter.resolve(None, None)
+
+
+def _nothing() -> None:
+    """The cancel function of an empty submission: there is nothing to cancel."""
 
 
 Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(

@@ -23,7 +23,7 @@ from typing import Any, Protocol, cast
 
 from ._errors import MicrobatchError
 from ._execute import clone
-from ._queue import Request
+from ._request import Request
 from ._waiters import Outbox, Waiter
 
 __all__ = ["Coalescer", "Entry", "Job", "Ticket"]

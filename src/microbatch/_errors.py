@@ -19,9 +19,9 @@ class MicrobatchError(Exception):
 
 
 class Overloaded(MicrobatchError):
-    """Raised when admitting a call would push the queue past ``max_queue_size``; nothing was enqueued.
+    """Raised when a call would push the queue past ``max_queue_size`` or wait past ``max_queue_delay_ms``.
 
-    ``retry_after`` estimates, in seconds, how long until the queue has drained enough room.
+    Nothing was enqueued. ``retry_after`` estimates, in seconds, how long until the call would be admitted.
     """
 
     def __init__(self, message: str, *, retry_after: float) -> None:

@@ -2,7 +2,7 @@
 
 A batcher with ``group_by`` computes every item's key on the caller's thread when the call is
 admitted (a key function that raises, or a key that cannot be hashed, fails that call alone and
-queues nothing). Forming (``_queue``) then takes the top-priority request's key and fills the batch
+queues nothing). Forming (``_forming``) then takes the top-priority request's key and fills the batch
 only with items of that key, so a batch never mixes keys and priority across groups stays the heap's.
 
 Groups can cost very different amounts (50 diffusion steps against 10), so each group also keeps its
@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import Any
 
-from ._policy import CostModel
+from ._cost import CostModel
 
 __all__ = ["MAX_GROUP_MODELS", "GroupCosts", "group_keys", "same_key"]
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections import deque
 from typing import Literal
 
-from ._queue import Slice
+from ._request import Slice
 
 __all__ = ["ISOLATE_LIMIT", "BatchErrors", "Bisection", "Verdict", "split"]
 

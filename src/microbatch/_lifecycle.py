@@ -14,7 +14,7 @@ from typing import Any, Self
 from ._crew import Crew
 from ._errors import BatcherClosed
 from ._options import check_option
-from ._queue import Request
+from ._request import Request
 from ._waiters import AsyncWaiter, Waiter
 
 __all__ = ["Lifecycle"]

@@ -1,4 +1,4 @@
-"""When to dispatch: the measured cost model of the batch function and the adaptive wait rule.
+"""When to dispatch: the adaptive wait rule, the aging delay and the predicted wait, read off the cost model.
 
 A batch of ``n`` items costs about ``a + b*n`` seconds: ``a`` is the fixed cost of one call (Python
 overhead, kernel launches, a network round trip) and ``b`` the cost of each item. Batching pays
@@ -17,24 +17,25 @@ right after a first batch of one, the fit cannot tell fixed from per-item cost a
 a full batch as ``max_batch_size`` times that batch (a 0.2 s call predicted as 6.4 s), while no
 batch observed so far took longer than 0.2 s. So a prediction is never above the cost of the batches
 queued, at the longest batch time seen, and it grows as larger batches are measured.
-Every constant of the policy is named below, with where it comes from.
+Every constant of the policy is named below, with where it comes from (the measurements' own in
+:mod:`._cost`, which fits the model).
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from typing import Literal
 
-__all__ = ["DISPATCH_REASONS", "ArrivalRate", "CostModel", "DispatchReason", "WaitPolicy"]
+from ._cost import ArrivalRate, CostModel
+
+# CostModel is the type of WaitPolicy.cost, so importers of the policy find it here too.
+__all__ = ["DISPATCH_REASONS", "CostModel", "DispatchReason", "WaitPolicy"]
 
 # Why a batch was dispatched when it was (counted in Stats.dispatch_reasons; the README explains each).
 DispatchReason = Literal["full", "idle", "wait_bound", "company_ended", "token_budget", "drain"]
 DISPATCH_REASONS: tuple[DispatchReason, ...] = ("full", "idle", "wait_bound", "company_ended", "token_budget", "drain")
 
-COST_WINDOW = 64  # batches the cost model is fitted over: recent enough to follow a warming model
-RATE_TAU = 0.5  # seconds; the arrival rate's memory, a few client round trips
 MIN_QUIET = 1e-3  # thread wake-ups and HTTP parsing spread a returning burst over about this much
 BURST_SMOOTHING = 0.2  # weight of the newest in-burst gap in its running mean
 QUIET_GAPS = 4  # a burst is over after this many typical gaps without an arrival
@@ -44,85 +45,6 @@ MIN_AGING, MAX_AGING = 0.05, 10.0  # ...bounded to this range, in seconds
 UNMEASURED = 1.0  # seconds: the aging delay and retry_after before any batch has been measured
 
 
-class CostModel:
-    """Least-squares fit of ``duration ≈ a + b*n`` over the most recent batches.
-
-    Kept as running sums so that a refit costs the same few operations whatever the window: it
-    runs on the worker after every batch, where each microsecond is a lone caller's latency.
-    """
-
-    __slots__ = ("_samples", "_sn", "_st", "_snn", "_snt", "fixed", "per_item")
-
-    def __init__(self, window: int = COST_WINDOW) -> None:
-        self._samples: deque[tuple[int, float]] = deque(maxlen=window)
-        self._sn = self._st = self._snn = self._snt = 0.0
-        self.fixed: float | None = None
-        self.per_item: float | None = None
-
-    @property
-    def longest(self) -> float | None:
-        """The longest recent batch, in seconds (None before the first); read on refusals only."""
-        return max((t for _, t in self._samples), default=None)
-
-    def add(self, n: int, duration: float) -> None:
-        if len(self._samples) == self._samples.maxlen:
-            old_n, old_t = self._samples[0]
-            self._sn -= old_n
-            self._st -= old_t
-            self._snn -= old_n * old_n
-            self._snt -= old_n * old_t
-        self._samples.append((n, duration))
-        self._sn += n
-        self._st += duration
-        self._snn += n * n
-        self._snt += n * duration
-        self._refit()
-
-    def _refit(self) -> None:
-        k = len(self._samples)
-        mean_n, mean_t = self._sn / k, self._st / k
-        var_n = self._snn / k - mean_n * mean_n
-        if var_n >= 0.25:
-            b = max(0.0, (self._snt / k - mean_n * mean_t) / var_n)
-        elif self.per_item is not None:
-            # All recent batches had one size, so the split is unidentifiable; keep the last slope.
-            b = self.per_item
-        else:
-            # No evidence of a fixed cost yet: assume none, so nothing waits for company and a full
-            # batch is not underestimated (aging, retry_after) until batches of other sizes show it.
-            b = mean_t / mean_n if mean_n > 0 else 0.0
-        a = min(max(0.0, mean_t - b * mean_n), mean_t)
-        self.fixed, self.per_item = a, b
-
-    def estimate(self, n: int) -> float | None:
-        """Predicted seconds for a batch of ``n``, or None before the first batch."""
-        if self.fixed is None or self.per_item is None:
-            return None
-        return self.fixed + self.per_item * n
-
-
-class ArrivalRate:
-    """Exponentially decayed arrival rate in items per second (time constant ``tau`` seconds)."""
-
-    __slots__ = ("_tau", "_rate", "_last")
-
-    def __init__(self, tau: float = RATE_TAU) -> None:
-        self._tau = tau
-        self._rate = 0.0
-        self._last: float | None = None
-
-    def add(self, now: float, n: int) -> None:
-        if self._last is not None:
-            self._rate *= math.exp(-(now - self._last) / self._tau)
-        self._rate += n / self._tau
-        self._last = now
-
-    def at(self, now: float) -> float:
-        if self._last is None:
-            return 0.0
-        return self._rate * math.exp(-(now - self._last) / self._tau)
-
-
 class WaitPolicy:
     """When a batch is worth waiting for, how long large requests yield, and when to retry. Callers lock.
 
@@ -130,13 +52,14 @@ class WaitPolicy:
     long after the oldest queued item arrived. ``cost`` is fed by the batcher after each successful run.
     """
 
-    __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "cost", "arrivals", "_wait_started", "_last_arrival",
-                 "_burst_gap", "reason")
+    __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "slots", "cost", "arrivals", "_wait_started",
+                 "_last_arrival", "_burst_gap", "reason")
 
-    def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int) -> None:
+    def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int, slots: int = 1) -> None:
         self.max_wait_ms = max_wait_ms
         self.aging_ms = aging_ms
         self.max_batch_size = max_batch_size
+        self.slots = slots  # batches that run at once: replicas x max_concurrent_batches
         self.cost = CostModel()
         self.arrivals = ArrivalRate()
         self.reason: DispatchReason = "idle"  # why company_delay last said to go now
@@ -236,24 +159,24 @@ class WaitPolicy:
         return min(estimate, longest)
 
     def retry_after(self, excess: int) -> float:
-        """Seconds until ``excess`` more items would fit: the batches that drain them, at least one."""
+        """Seconds until ``excess`` more items would fit: the waves of batches that drain them, at least one."""
         per_batch = self.batch_time()
         if not per_batch:
             return UNMEASURED
-        return max(1, math.ceil(excess / self.max_batch_size)) * per_batch
+        return max(1, math.ceil(math.ceil(excess / self.max_batch_size) / self.slots)) * per_batch
 
     def queue_delay(self, queued: int, running: int, n: int) -> float:
         """Predicted seconds before the last of ``n`` new items starts running (0 when nothing is known).
 
         The batch of ``running`` items running now (counted whole: how far it has got is not known),
-        then the full batches that go before the one carrying the new items. An unmeasured function
-        predicts no wait, so a cold start never refuses on a guess.
+        then the full batches that go before the one carrying the new items, ``slots`` at a time. An
+        unmeasured function predicts no wait, so a cold start never refuses on a guess.
         """
         per_batch = self.batch_time()
         if per_batch is None:
             return 0.0
         current = (self.batch_time(running) or 0.0) if running else 0.0
-        return current + (queued + n - 1) // self.max_batch_size * per_batch
+        return current + (queued + n - 1) // self.max_batch_size // self.slots * per_batch
 
     def delay_retry_after(self, predicted: float, bound: float) -> float:
         """Seconds until a call predicted to wait ``predicted`` would wait at most ``bound``: whole batches, >= 1."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ._policy import DISPATCH_REASONS
 
 if TYPE_CHECKING:
-    from ._policy import CostModel
+    from ._cost import CostModel
 
 __all__ = ["Histogram", "Stats", "StatsRecorder"]
 

@@ -9,11 +9,14 @@ handed over by :func:`send` after the lock is released, one wake-up per event lo
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["AsyncWaiter", "Outbox", "SyncWaiter", "Waiter", "send", "wait_async", "wait_sync"]
+__all__ = ["AsyncWaiter", "CallbackWaiter", "Outbox", "SyncWaiter", "Waiter", "send", "wait_async", "wait_sync"]
+
+logger = logging.getLogger("microbatch")
 
 R = TypeVar("R")  # the request a waiter belongs to
 
@@ -54,7 +57,22 @@ class AsyncWaiter:
             pass  # the caller's loop is closed: nobody is left to tell
 
 
-Waiter = SyncWaiter | AsyncWaiter
+class CallbackWaiter:
+    """A one-shot result slot that calls ``callback(value, exc)`` on whichever engine thread resolves it."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[Any, BaseException | None], object]) -> None:
+        self.callback = callback
+
+    def resolve(self, value: Any, exc: BaseException | None) -> None:
+        try:
+            self.callback(value, exc)
+        except Exception:  # the worker (or a caller's expiry) must survive a faulty callback
+            logger.exception("microbatch: a submit() callback raised; its exception is ignored")
+
+
+Waiter = SyncWaiter | AsyncWaiter | CallbackWaiter
 Outbox = list[tuple[Waiter, Any, "BaseException | None"]]
 
 

@@ -87,6 +87,11 @@ def embed_texts(texts: list[str]) -> list[str]:
     return MODEL(texts)
 
 
+def casefolded(text: str) -> str:
+    """A coalesce key function that settings name by dotted path: texts differing only in case are one item."""
+    return text.casefold()
+
+
 def _text(request: HttpRequest) -> str:
     return str(json.loads(request.body)["text"])
 

@@ -15,6 +15,7 @@ from django.test import override_settings
 
 import django_microbatch
 from django_microbatch._registry import KEYS
+from microbatch import Batcher
 from microbatch._options import OPTIONS
 
 EMBED = {"fn": "djmb_app.embed_texts", "max_batch_size": 8, "max_wait_ms": 0}
@@ -33,7 +34,8 @@ def check(**microbatch: Any) -> str:
 
 
 def test_every_engine_option_is_an_entry_key() -> None:
-    assert set(KEYS) == {"fn", *OPTIONS} - {"name"}  # the entry's key in MICROBATCH is the batcher's name
+    # The entry's key in MICROBATCH is the batcher's name; "remote" points the name at model hosts.
+    assert set(KEYS) == {"fn", "remote", *OPTIONS} - {"name"}
 
 
 def test_a_good_configuration_passes_the_check() -> None:
@@ -81,6 +83,7 @@ def test_tensor_batching_options_and_a_dotted_collate_reach_the_batcher() -> Non
              "group_by_length": False, "max_wait_ms": 0}
     with override_settings(MICROBATCH={"shout": entry}):
         batcher = django_microbatch.get_batcher("shout")
+        assert isinstance(batcher, Batcher)  # no "remote": in-process
         assert (batcher.max_batch_tokens, batcher.group_by_length) == (8, False)
         assert type(batcher.collate).__name__ == "CharCollate"
         assert batcher("abc") == "ABC"

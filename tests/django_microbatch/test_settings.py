@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.test import override_settings
 
 import django_microbatch
-from microbatch import Batcher, DeadlineExceeded
+from microbatch import Batcher, DeadlineExceeded, SupportsBatching
 
 WAIT = 10.0
 EMBED = {"fn": "djmb_app.embed_texts", "max_batch_size": 8, "max_wait_ms": 0}
@@ -30,12 +30,13 @@ def test_all_lists_exactly_the_public_names() -> None:
 def test_one_batcher_per_name_shared_by_every_thread(pool: ThreadPoolExecutor) -> None:
     start = threading.Barrier(8)
 
-    def first_lookup() -> Batcher[Any, Any]:
+    def first_lookup() -> SupportsBatching[Any, Any]:
         start.wait(WAIT)
         return django_microbatch.get_batcher("embed")
 
     found = [f.result(WAIT) for f in [pool.submit(first_lookup) for _ in range(8)]]
     assert all(b is found[0] for b in found)
+    assert isinstance(found[0], Batcher)  # no "remote": in-process
     assert (found[0].name, found[0].max_batch_size, found[0].max_wait_ms) == ("embed", 8, 0)
 
 
@@ -52,6 +53,30 @@ def test_on_worker_start_is_a_dotted_path_run_on_the_worker_thread() -> None:
     with override_settings(MICROBATCH={"hooked": hooked}):
         assert django_microbatch.get_batcher("hooked")("text") == "vec(text)"
         assert djmb_app.worker_starts == ["microbatch-hooked"]
+
+
+def test_coalesce_may_be_a_dotted_path_to_a_key_function(
+    model: Any, pool: ThreadPoolExecutor, wait_until: Callable[[Callable[[], bool], str], None]
+) -> None:
+    folded = {"fn": "djmb_app.embed_texts", "coalesce": "djmb_app.casefolded"}
+    with override_settings(MICROBATCH={"folded": folded}):
+        batcher = django_microbatch.get_batcher("folded")
+        assert isinstance(batcher, Batcher) and batcher.coalesce is djmb_app.casefolded
+        model.hold()
+        first = pool.submit(batcher, "Hello")
+        model.wait_blocked()
+        second = pool.submit(batcher, "HELLO")  # the same key as the running "Hello": it joins it
+        wait_until(lambda: batcher.stats.coalesced == 1, "HELLO joined Hello")
+        model.release()
+        assert first.result(WAIT) == second.result(WAIT) == "vec(Hello)"
+        assert model.sizes == [1]
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_coalesce_true_and_false_stay_booleans(coalesce: bool) -> None:
+    with override_settings(MICROBATCH={"flag": {"fn": "djmb_app.embed_texts", "coalesce": coalesce}}):
+        batcher = django_microbatch.get_batcher("flag")
+        assert isinstance(batcher, Batcher) and batcher.coalesce is coalesce
 
 
 def test_fn_may_be_the_function_itself() -> None:
@@ -162,6 +187,8 @@ def test_settings_are_read_at_lookup_not_at_import() -> None:
          'Module "djmb_app" does not define a "no_such_fn" attribute/class'),
         ({"fn": "djmb_app.embed_texts", "on_worker_start": "djmb_app.no_such_hook"},
          "settings.MICROBATCH['bad']['on_worker_start'] = 'djmb_app.no_such_hook' cannot be imported: "),
+        ({"fn": "djmb_app.embed_texts", "coalesce": "djmb_app.no_such_key"},
+         "settings.MICROBATCH['bad']['coalesce'] = 'djmb_app.no_such_key' cannot be imported: "),
         ({"fn": "no_such_module.embed"},
          "settings.MICROBATCH['bad']['fn'] = 'no_such_module.embed' cannot be imported: "
          "No module named 'no_such_module'"),

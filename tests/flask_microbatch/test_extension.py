@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import sys
@@ -59,6 +60,26 @@ def test_map_runs_one_request_of_many_items(make_app: MakeApp, path: str) -> Non
     assert app.config["GATE"].sizes == [3]
 
 
+def test_map_and_amap_return_exceptions_put_each_failing_items_error_in_its_place() -> None:
+    app = Flask("return_exceptions")
+    mb = Microbatch(app)
+
+    @mb.batch(max_batch_size=8)
+    def shout(items: list[str]) -> list[str]:
+        if "bad" in items:
+            raise ValueError("cannot shout 'bad'")
+        return [item.upper() for item in items]
+
+    with app.app_context():
+        got = shout.map(["a", "bad", "c"], return_exceptions=True)
+        agot = asyncio.run(shout.amap(["bad", "d"], return_exceptions=True))
+        with pytest.raises(ValueError, match="cannot shout 'bad'"):
+            shout.map(["e", "bad"])  # without it, the first failure fails the map
+    mb.close(app)
+    assert [got[0], got[2], agot[1]] == ["A", "C", "D"]
+    assert [type(e) for e in (got[1], agot[0])] == [ValueError, ValueError]
+
+
 def test_batch_function_runs_on_the_worker_inside_its_app_context(make_app: MakeApp) -> None:
     app = make_app()
     app.config["GATE"].open()
@@ -112,6 +133,7 @@ def test_batcher_takes_the_app_config_and_decorator_arguments_override_it() -> N
 
     with app.app_context():
         b, t = plain.batcher, tuned.batcher
+        assert isinstance(b, Batcher) and isinstance(t, Batcher)  # in-process: no MICROBATCH_REMOTE
         assert (b.max_batch_size, b.max_wait_ms, b.max_queue_size, b.small_request_size) == (8, 2, 64, 2)
         assert b.name == "settings.plain"
         assert (t.max_batch_size, t.max_wait_ms, t.max_queue_size, t.small_request_size) == (4, None, 64, 1)

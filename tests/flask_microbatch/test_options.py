@@ -12,7 +12,7 @@ from flask import Flask, jsonify, request
 
 from flask_microbatch import BatchOptions, Microbatch
 from flask_microbatch._batched import CONFIG
-from microbatch import BatcherOptions
+from microbatch import Batcher, BatcherOptions
 from microbatch._options import OPTIONS
 
 
@@ -62,9 +62,11 @@ def test_tensor_batching_options_reach_the_batcher_from_config_and_decorator() -
         return jsonify(text=shout(request.get_json()["text"]))
 
     with app.app_context():
-        assert (shout.batcher.max_batch_tokens, shout.batcher.group_by_length) == (8, False)
-        assert isinstance(shout.batcher.collate, CharCollate)
-        assert (echo.batcher.max_batch_tokens, echo.batcher.collate) == (12, None)
+        shouting, echoing = shout.batcher, echo.batcher
+        assert isinstance(shouting, Batcher) and isinstance(echoing, Batcher)  # in-process: no MICROBATCH_REMOTE
+        assert (shouting.max_batch_tokens, shouting.group_by_length) == (8, False)
+        assert isinstance(shouting.collate, CharCollate)
+        assert (echoing.max_batch_tokens, echoing.collate) == (12, None)
     client = app.test_client()
     assert client.post("/shout", json={"text": "abc"}).get_json() == {"text": "ABC"}
     too_long = client.post("/shout", json={"text": "nine char"})

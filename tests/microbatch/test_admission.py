@@ -116,3 +116,16 @@ def test_a_cold_batcher_never_refuses_on_a_guess(make_batcher: Any, make_gate: A
     gate.open()
     for call in accepted:
         call.result()
+
+
+def test_batches_that_run_side_by_side_shorten_the_predicted_wait_and_retry_after() -> None:
+    """With replicas or max_concurrent_batches, queued batches drain ``slots`` at a time."""
+    one, four = WaitPolicy(None, None, 8), WaitPolicy(None, None, 8, slots=4)
+    for policy in (one, four):
+        policy.cost.add(8, 0.1)
+        policy.cost.add(8, 0.1)
+
+    assert one.queue_delay(queued=64, running=0, n=1) == pytest.approx(0.8)
+    assert four.queue_delay(queued=64, running=0, n=1) == pytest.approx(0.2)
+    assert one.retry_after(64) == pytest.approx(0.8)
+    assert four.retry_after(64) == pytest.approx(0.2)

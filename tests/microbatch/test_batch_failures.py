@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from microbatch import CircuitOpen, Overloaded
 from microbatch._isolate import ISOLATE_LIMIT, Bisection
-from microbatch._queue import Request
+from microbatch._request import Request
 from microbatch.remote._wire import decode_error, encode_error
 from microbatch.web import error_response
 

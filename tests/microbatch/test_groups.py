@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from microbatch import Batcher
+from microbatch._cost import CostModel
 from microbatch._groups import GroupCosts, group_keys
-from microbatch._policy import CostModel, WaitPolicy
+from microbatch._policy import WaitPolicy
 
 from .conftest import Call, FakeClock, Gate
 

@@ -20,7 +20,8 @@ _redis: redis.Redis | None = None
 def _r() -> redis.Redis:
     global _redis
     if _redis is None:
-        _redis = redis.Redis.from_url(os.environ["MB_TEST_REDIS"])
+        # No socket timeout (redis-py's default is 5 s): gated's BLPOP is bounded by its own 60 s.
+        _redis = redis.Redis.from_url(os.environ["MB_TEST_REDIS"], socket_timeout=None)
     return _redis
 
 

@@ -130,15 +130,17 @@ def host_env(url: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_host(redis_server: RedisServer, tmp_path: Path) -> Iterator[Callable[..., HostProcess]]:
-    """``start_host("echo", name="t", *flags)`` runs a host of ``tests.remote._targets.echo`` until the test ends."""
+    """``start_host("echo", name="t", *flags)`` runs a host of ``tests.remote._targets.echo`` (or of a full
+    ``package.module:name`` target) until the test ends."""
     hosts: list[HostProcess] = []
     client = redis_server.client()
 
     def start(fn: str, *flags: str, name: str = "t", ready: bool = True) -> HostProcess:
-        log = tmp_path / f"host-{fn}-{len(hosts)}.log"
+        log = tmp_path / f"host-{fn.replace(':', '.')}-{len(hosts)}.log"
+        target = fn if ":" in fn else f"tests.remote._targets:{fn}"
         with log.open("wb") as out:  # the host writes to its own copy of the descriptor
             process = subprocess.Popen(
-                [sys.executable, "-m", "microbatch", "serve", f"tests.remote._targets:{fn}", "--url", redis_server.url,
+                [sys.executable, "-m", "microbatch", "serve", target, "--url", redis_server.url,
                  "--name", name, "--claim-idle", "1", "--report-interval", "0.05", *flags],
                 env=host_env(redis_server.url), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
             )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import threading
 import time
 from collections.abc import Iterable
@@ -15,6 +14,7 @@ import msgpack
 from .._deadline import remaining
 from .._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from .._remote_errors import RedisUnavailable
+from . import _link
 from ._calls import AsyncWaiter, Call, Outcome, SyncWaiter, Waiter
 from ._codec import Codec, MsgpackCodec
 from ._link import Link, acquire, release
@@ -79,7 +79,7 @@ class RemoteBatcher(Generic[T, U]):
         self._drained = threading.Condition(self._lock)
         self._closing = False
         self._link: Link | None = None
-        self._link_pid = 0
+        self._link_pid = -1  # the fork generation its link belongs to
         self._inflight: set[Call] = set()
         self._submitted = self._completed = self._failed = self._rejected = 0
         self._expired = self._cancelled = self._unavailable = 0
@@ -106,7 +106,9 @@ class RemoteBatcher(Generic[T, U]):
         batch = list(items)
         return await self._call_async(batch, False, timeout) if batch else []
 
-    def _prepare(self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter) -> tuple[Call, float]:
+    def _prepare(
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+    ) -> tuple[Call, float, Link]:
         seconds = remaining(self.timeout if timeout is None else timeout)
         assert seconds is not None  # the default is finite
         if seconds != seconds:
@@ -129,12 +131,11 @@ class RemoteBatcher(Generic[T, U]):
             self._inflight.add(call)
             self._submitted += len(items)
         link.submit(call, may_block=isinstance(waiter, SyncWaiter))
-        return call, seconds
+        return call, seconds, link
 
     def _call_sync(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
         waiter = SyncWaiter()
-        call, seconds = self._prepare(items, single, timeout, waiter)
-        link = self._get_link()
+        call, seconds, link = self._prepare(items, single, timeout, waiter)
         try:
             if not waiter.wait(seconds):
                 if link.forget(call):
@@ -150,8 +151,7 @@ class RemoteBatcher(Generic[T, U]):
 
     async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        call, seconds = self._prepare(items, single, timeout, waiter)
-        link = self._get_link()
+        call, seconds, link = self._prepare(items, single, timeout, waiter)
         timer = waiter.loop.call_later(seconds, self._expire, link, call, waiter)
         try:
             outcome = await waiter.future
@@ -231,11 +231,11 @@ class RemoteBatcher(Generic[T, U]):
 
     def _get_link(self) -> Link:
         link = self._link
-        if link is None or self._link_pid != os.getpid():
+        if link is None or self._link_pid != _link.generation:  # no getpid() per call: it is a system call
             with self._lock:
-                if self._link is None or self._link_pid != os.getpid():
+                if self._link is None or self._link_pid != _link.generation:
                     self._link = acquire(self.url)
-                    self._link_pid = os.getpid()
+                    self._link_pid = _link.generation
                 link = self._link
         return link
 
@@ -280,7 +280,7 @@ class RemoteBatcher(Generic[T, U]):
                 call.waiter.resolve(BatcherClosed(f"remote batcher {self.name!r} was closed with drain=False"))
         with self._lock:
             link, self._link = self._link, None
-        if link is not None and self._link_pid == os.getpid():
+        if link is not None and self._link_pid == _link.generation:
             release(link)
 
     @property
@@ -342,6 +342,7 @@ class RemoteBatcher(Generic[T, U]):
                 hosts[name] = HostStats(
                     consumer=name, stats=stats_from_data(data["stats"]), max_batch_size=int(data["max_batch_size"]),
                     expired_unrun=int(data["expired_unrun"]), claimed=int(data["claimed"]), age=max(0.0, age),
+                    cancelled_unrun=int(data.get("cancelled_unrun", 0)),
                 )
             except (ValueError, KeyError, TypeError):
                 continue  # a report from another version: skip it rather than fail the scrape

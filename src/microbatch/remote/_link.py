@@ -1,8 +1,9 @@
 """A client process's link to one Redis: one sender thread, one listener thread, one reply key.
 
 Every :class:`~microbatch.remote.RemoteBatcher` of a process that uses the same URL shares it, so a
-process holds two Redis connections however many calls wait. The sender pipelines whatever callers
-queued since its last round trip (admissions and cancellations, one EVALSHA each); the listener
+process holds two Redis connections however many calls wait. The sender sends whatever callers
+queued since its last round trip in one pipelined round trip (the calls for one batcher name packed
+into one stream entry by one EVALSHA, and the cancellations); the listener
 pops this process's reply key and hands each result to its caller's thread or event loop.
 """
 
@@ -23,9 +24,9 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import AsyncWaiter, Call, Outcome, settle
+from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
-from ._wire import ADMIT, CANCEL, Header, Script, decode_error, decode_replies, reply_key
+from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Header, Script, decode_error, decode_replies, reply_key
 
 __all__ = ["Link", "acquire", "release"]
 
@@ -47,7 +48,7 @@ class Link:
         self.reply_key = reply_key(self.client_id)
         self._redis = sync_client(url)
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._wake = Alarm()  # rung when the sender has something to send
         self._outbox: list[Call] = []  # admissions not yet sent
         self._cancels: list[Call] = []  # admitted entries whose callers gave up
         self._calls: dict[int, Call] = {}  # every unresolved call, by request id
@@ -88,7 +89,7 @@ class Link:
             else:
                 self._outbox.append(call)
                 if len(self._outbox) == 1:
-                    self._wake.notify()
+                    self._wake.set()
         if direct:
             try:
                 self._send([call], [])
@@ -112,7 +113,7 @@ class Link:
             call.cancelled = True
             if call.entry_id is not None:
                 self._cancels.append(call)
-                self._wake.notify()
+                self._wake.set()
             # Not sent yet: the sender skips it. On the wire: the sender queues the cancel on its answer.
             return True
 
@@ -121,12 +122,14 @@ class Link:
     def _send_loop(self) -> None:
         while True:
             with self._lock:
-                while not (self._outbox or self._cancels or self._closed):
-                    self._wake.wait()
-                if self._closed and not self._cancels:
-                    return
                 admits, self._outbox = self._outbox, []
                 cancels, self._cancels = self._cancels, []
+                closed = self._closed
+            if not admits and not cancels:
+                if closed:
+                    return
+                self._wake.wait(None)
+                continue
             try:
                 self._send(admits, cancels)
             except Exception:  # never let the sender die: its callers would wait for their timeouts
@@ -134,34 +137,43 @@ class Link:
                 self._fail(admits, lambda: MicrobatchError("microbatch.remote's sender failed; see the log"))
 
     def _send(self, admits: list[Call], cancels: list[Call]) -> None:
+        """One pipelined round trip: the calls for each batcher name packed into one entry, then the cancels."""
         now = time.monotonic()
-        ops: list[tuple[Script, list[object], Call]] = []
+        groups: dict[str, list[Call]] = {}
         for call in admits:
-            if call.cancelled:
-                continue
-            left = call.deadline - now
-            if left <= 0:
-                continue  # its caller's timer fires now; nothing is sent for a call that has no time left
-            header = Header(self.reply_key, call.request_id, call.single, left, call.size, call.codec.name)
-            keys = call.keys
-            ops.append((ADMIT, [keys.requests, keys.waiting, call.size, call.limit, header.pack(), call.payload], call))
+            if call.cancelled or call.deadline <= now:
+                continue  # nothing is sent for a call that has no time left: its caller's timer fires now
+            groups.setdefault(call.keys.requests, []).append(call)
+        ops: list[tuple[Script, list[object], list[Call]]] = []
+        for calls in groups.values():
+            for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
+                chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
+                keys = chunk[0].keys
+                args: list[object] = [keys.requests, keys.waiting, self.reply_key]
+                for call in chunk:
+                    header = Header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
+                    args += (call.size, call.limit, header.pack(), call.payload)
+                ops.append((ADMIT, args, chunk))
         for call in cancels:
             keys = call.keys
-            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel], call))
+            message = b"%s %d" % (call.entry_id or b"", call.request_id)
+            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel, message,
+                                 "1" if call.alone else "0"], [call]))
         if not ops:
             return
         try:
             results = self._execute(ops)
         except OUTAGE as exc:
-            message = (f"Redis at {redacted(self.url)} is unreachable ({exc}); "
-                       "the call was not sent: retry once Redis is back")
-            self._fail([call for script, _, call in ops if script is ADMIT], lambda: RedisUnavailable(message))
+            message_text = (f"Redis at {redacted(self.url)} is unreachable ({exc}); "
+                            "the call was not sent: retry once Redis is back")
+            self._fail([call for script, _, calls in ops if script is ADMIT for call in calls],
+                       lambda: RedisUnavailable(message_text))
             return
-        for (script, _, call), result in zip(ops, results, strict=True):
+        for (script, _, calls), result in zip(ops, results, strict=True):
             if script is ADMIT:
-                self._admitted(call, result)
+                self._admitted(calls, result)
 
-    def _execute(self, ops: list[tuple[Script, list[object], Call]]) -> list[object]:
+    def _execute(self, ops: list[tuple[Script, list[object], list[Call]]]) -> list[object]:
         for attempt in (1, 2):
             pipe = self._redis.pipeline(transaction=False)
             for script, args, _ in ops:
@@ -176,20 +188,30 @@ class Link:
             return results
         return results  # pragma: no cover - the loop returns on its second pass
 
-    def _admitted(self, call: Call, result: object) -> None:
+    def _admitted(self, calls: list[Call], result: object) -> None:
         if isinstance(result, Exception):
-            self._fail([call], lambda: MicrobatchError(f"Redis refused the call: {result}"))
+            self._fail(calls, lambda: MicrobatchError(f"Redis refused the call: {result}"))
             return
-        accepted, value = cast("list[Any]", result)
+        entry_id, *verdicts = cast("list[Any]", result)
+        accepted = [call for call, waiting in zip(calls, verdicts, strict=True) if waiting < 0]
         if accepted:
+            alone = len(accepted) == 1
             with self._lock:
-                call.entry_id = value
-                if call.cancelled:
-                    self._cancels.append(call)
-            return
-        retry_after = call.retry_after(int(value) + call.size - call.limit)
+                for call in accepted:
+                    call.entry_id = entry_id
+                    call.alone = alone
+                    if call.cancelled:
+                        self._cancels.append(call)
+                if self._cancels:
+                    self._wake.set()
+        for call, waiting in zip(calls, verdicts, strict=True):
+            if waiting >= 0:
+                self._refused(call, int(waiting))
+
+    def _refused(self, call: Call, waiting: int) -> None:
+        retry_after = call.retry_after(waiting + call.size - call.limit)
         self._fail([call], lambda: Overloaded(
-            f"remote batcher {call.keys.name!r} has {int(value)} items waiting (max_queue_size={call.limit}); "
+            f"remote batcher {call.keys.name!r} has {waiting} items waiting (max_queue_size={call.limit}); "
             f"retry in {retry_after:.3g}s", retry_after=retry_after))
 
     def _fail(self, calls: list[Call], error: Callable[[], BaseException]) -> None:
@@ -222,16 +244,11 @@ class Link:
         except Exception:
             logger.exception("microbatch.remote: an unreadable reply on %s was dropped", self.reply_key)
             return
+        calls = self._calls
         with self._lock:
-            popped = ((self._calls.pop(reply.request_id, None), reply) for reply in replies)
-            ready = [(call, reply) for call, reply in popped if call is not None]
-        outcomes: list[tuple[Call, Outcome]] = []
-        for call, reply in ready:
-            if reply.error is not None:
-                outcomes.append((call, decode_error(*reply.error)))
-            else:
-                outcomes.append((call, reply.payload if reply.payload is not None else b""))
-        _resolve_all(outcomes)
+            ready = [(calls.pop(request_id, None), payload, error) for request_id, payload, error in replies]
+        _resolve_all([(call, decode_error(*error) if error is not None else (payload or b""))
+                      for call, payload, error in ready if call is not None])
 
     def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
         """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
@@ -268,7 +285,7 @@ class Link:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            self._wake.notify()
+        self._wake.set()
         try:
             self._redis.rpush(self.reply_key, b"")  # wakes the listener from its BLPOP now
         except OUTAGE:
@@ -327,11 +344,16 @@ def release(link: Link) -> None:
     link.close()
 
 
+#: Forks survived by this process: a batcher whose link was made in an earlier generation makes a new one.
+generation = 0
+
+
 def _after_fork_in_child() -> None:
     # The parent's threads do not exist in a forked child: its batchers get fresh links on next use.
-    global _links_lock
+    global _links_lock, generation
     _links.clear()
     _links_lock = threading.Lock()
+    generation += 1
 
 
 if hasattr(os, "register_at_fork"):

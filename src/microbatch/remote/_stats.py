@@ -54,6 +54,7 @@ class HostStats:
     expired_unrun: int  # items whose deadline had passed when the host read them (never run)
     claimed: int  # entries taken over from a host that stopped answering
     age: float  # seconds since it published
+    cancelled_unrun: int = 0  # items whose caller gave up before the host read them (never run)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,6 +140,7 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
     batches = sum(s.batches for s in parts)
     items_run = sum(size * n for size, n in sizes.items())
     unrun_expired = sum(h.expired_unrun for h in hosts.values())
+    unrun_cancelled = sum(h.cancelled_unrun for h in hosts.values())
 
     def total(field_name: str) -> int:
         return sum(int(getattr(s, field_name)) for s in parts)
@@ -156,13 +158,13 @@ def merge(name: str, hosts: Mapping[str, HostStats], client: ClientStats) -> Rem
     efficiencies = [s.padding_efficiency for s in parts if s.padding_efficiency is not None]
     return RemoteStats(
         name=name,
-        # Items a host found expired count as submitted and expired, so every item still ends in one outcome.
-        submitted=total("submitted") + unrun_expired,
+        # Items a host settled unrun count as submitted and expired (or cancelled): each ends in one outcome.
+        submitted=total("submitted") + unrun_expired + unrun_cancelled,
         completed=total("completed"),
         failed=total("failed"),
         rejected=total("rejected") + client.rejected,
         expired=total("expired") + unrun_expired,
-        cancelled=total("cancelled"),
+        cancelled=total("cancelled") + unrun_cancelled,
         batches=batches,
         queue_depth=total("queue_depth"),
         running=total("running"),

@@ -2,14 +2,15 @@
 
 One batcher name owns these keys (``{p}`` is ``microbatch:<name>``):
 
-* ``{p}:requests``, a stream: one entry per call or map, fields ``h`` (the msgpack header: reply key,
-  request id, single, remaining seconds, item count, codec name) and ``p`` (the items, by the codec).
-  Hosts read it as the consumer group ``hosts``.
+* ``{p}:requests``, a stream. Each entry carries the calls one client process sent in one round
+  trip: field ``r`` is the client's reply key, and each call is one more field, its msgpack header
+  (request id, single, remaining seconds, item count, codec name) mapped to its items (by the codec).
+  Hosts read it as the consumer group ``hosts``; an entry is acknowledged once all its calls are done.
 * ``{p}:waiting``: items accepted and not yet finished, the backpressure counter. Only the Lua
   scripts below change it, so "check, then add" is one atomic step and each entry is counted out once
   (whoever deletes the entry from the stream subtracts its items).
 * ``{p}:hosts``, a hash: each live host's published stats, by consumer name.
-* ``{p}:cancel``, a pub/sub channel: stream ids of entries whose caller gave up.
+* ``{p}:cancel``, a pub/sub channel: ``<stream id> <request id>`` of calls whose caller gave up.
 
 Replies go to one list per client process, ``microbatch:reply:<client id>``, which expires unless
 replies keep coming: a dead client's key disappears by itself.
@@ -41,6 +42,8 @@ __all__ = [
     "CANCEL",
     "FINISH",
     "GROUP",
+    "MAX_CALLS_PER_ENTRY",
+    "REPLY_FIELD",
     "Header",
     "Keys",
     "Reply",
@@ -79,26 +82,30 @@ def reply_key(client_id: str) -> str:
     return f"microbatch:reply:{client_id}"
 
 
+REPLY_FIELD = b"r"  # an entry's field holding the reply key; every other field is a call
+
+
 @dataclass(frozen=True, slots=True)
 class Header:
-    """What a host needs to know about a request besides its items."""
+    """What a host needs to know about one call besides its items (the field name of the call in its entry)."""
 
-    reply_to: str
     request_id: int
     single: bool
-    timeout: float | None  # seconds left when the entry was added; None: no limit
+    timeout: float | None  # seconds left when the call was sent; None: no limit
     size: int
     codec: str
 
     def pack(self) -> bytes:
         return msgpack.packb(  # type: ignore[no-any-return]
-            [self.reply_to, self.request_id, self.single, self.timeout, self.size, self.codec], use_bin_type=True
+            [self.request_id, self.single, self.timeout, self.size, self.codec], use_bin_type=True
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
-        reply_to, request_id, single, timeout, size, codec = msgpack.unpackb(data, raw=False)
-        return cls(reply_to, request_id, single, timeout, size, codec)
+        request_id, single, timeout, size, codec = msgpack.unpackb(data, raw=False)
+        if not isinstance(request_id, int) or not isinstance(size, int) or size < 1:
+            raise ValueError(f"a malformed call header: {data!r}")
+        return cls(request_id, bool(single), None if timeout is None else float(timeout), size, str(codec))
 
 
 def stream_age(entry_id: bytes | str, redis_clock_offset: float) -> float:
@@ -111,25 +118,18 @@ def stream_age(entry_id: bytes | str, redis_clock_offset: float) -> float:
 # ---------------------------------------------------------------------------------------------- replies
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """One request's outcome: ``payload`` (the codec's bytes of the results) or ``error``."""
-
-    request_id: int
-    payload: bytes | None
-    error: tuple[str, str, dict[str, Any]] | None = None
+#: One call's outcome on the wire: (request id, the codec's bytes of its results or None, its error or None).
+Reply = tuple[int, bytes | None, tuple[str, str, dict[str, Any]] | None]
 
 
 def encode_replies(replies: list[Reply]) -> bytes:
     """Every reply bound for one client in one flush, as one list element."""
-    return msgpack.packb(  # type: ignore[no-any-return]
-        [(r.request_id, r.payload, r.error) for r in replies], use_bin_type=True
-    )
+    return msgpack.packb(replies, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def decode_replies(blob: bytes) -> list[Reply]:
-    return [Reply(rid, payload, tuple(error) if error is not None else None)
-            for rid, payload, error in msgpack.unpackb(blob, raw=False)]
+def decode_replies(blob: bytes) -> list[tuple[int, bytes | None, list[Any] | None]]:
+    """The ``(request id, payload, error)`` of each reply in a blob from :func:`encode_replies`."""
+    return msgpack.unpackb(blob, raw=False, use_list=True)  # type: ignore[no-any-return]
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -187,21 +187,42 @@ class Script:
         return f"<Script {self.sha[:8]}>"
 
 
-#: KEYS: requests, waiting. ARGV: items, limit, header, payload.
-#: Returns {1, entry id} or {0, items waiting}: the length check and the add are one atomic step.
+#: KEYS: requests, waiting. ARGV: reply key, then for each call: items, limit, header, payload.
+#: Returns {entry id (nil if none was accepted), then per call: -1 if accepted, else the items waiting}.
+#: Each call's length check and add are one atomic step; the accepted calls share one entry.
 ADMIT = Script("""
-local n = tonumber(ARGV[1])
 local waiting = tonumber(redis.call('GET', KEYS[2]) or '0')
-if waiting + n > tonumber(ARGV[2]) then return {0, waiting} end
-redis.call('INCRBY', KEYS[2], n)
-return {1, redis.call('XADD', KEYS[1], '*', 'h', ARGV[3], 'p', ARGV[4])}
+local fields = {'r', ARGV[1]}
+local out = {false}
+local added = 0
+for i = 2, #ARGV, 4 do
+  local n = tonumber(ARGV[i])
+  if waiting + n > tonumber(ARGV[i + 1]) then
+    out[#out + 1] = waiting
+  else
+    waiting = waiting + n
+    added = added + n
+    fields[#fields + 1] = ARGV[i + 2]
+    fields[#fields + 1] = ARGV[i + 3]
+    out[#out + 1] = -1
+  end
+end
+if added > 0 then
+  redis.call('INCRBY', KEYS[2], added)
+  out[1] = redis.call('XADD', KEYS[1], '*', unpack(fields))
+end
+return out
 """)
 
-#: KEYS: requests, waiting. ARGV: entry id, items, cancel channel.
-#: Deletes the entry if no host finished it yet (a host that has it reads the channel and drops it).
+#: The most calls one ADMIT packs into an entry (Lua's unpack() has a stack limit of a few thousand values).
+MAX_CALLS_PER_ENTRY = 256
+
+#: KEYS: requests, waiting. ARGV: entry id, items, cancel channel, message, "1" if the call is alone in its entry.
+#: A call alone in its entry is deleted if no host finished it yet; in any case the hosts hear of it
+#: (one holding it drops it; the others remember it, in case they read the entry later).
 CANCEL = Script("""
-if redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[2]) end
-redis.call('PUBLISH', ARGV[3], ARGV[1])
+if ARGV[5] == '1' and redis.call('XDEL', KEYS[1], ARGV[1]) == 1 then redis.call('DECRBY', KEYS[2], ARGV[2]) end
+redis.call('PUBLISH', ARGV[3], ARGV[4])
 return 1
 """)
 

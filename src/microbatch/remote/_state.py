@@ -1,0 +1,77 @@
+"""What a model host holds, shared by its parts (reading, replying, liveness): the attributes, declared once."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from typing import Any
+
+from redis import Redis
+
+from .. import Batcher
+from ._calls import Alarm
+from ._codec import Codec
+from ._entries import EarlyCancels, Entry
+from ._wire import Header, Keys
+
+__all__ = ["HostState", "Outcome", "Parked"]
+
+#: A finished call, until the flusher takes it: (entry, request id, items it held, results, error).
+Outcome = tuple[Entry, int, int, Any, BaseException | None]
+#: A call waiting for room in the batcher: (entry, header, items, deadline as time.monotonic() or None).
+Parked = tuple[Entry, Header, list[Any], float | None]
+
+
+class HostState:
+    """The slots of :class:`~microbatch.remote.Host`, whose ``__init__`` sets them all; its parts
+    (:class:`~microbatch.remote._replying.Replying`, :class:`~microbatch.remote._liveness.Liveness`)
+    are mixins over this state."""
+
+    __slots__ = ("batcher", "url", "keys", "codec", "prefetch", "claim_idle", "report_interval", "consumer",
+                 "_lock", "_room", "_wake", "_stopping", "_abort", "_finished", "_redis", "_reader", "_entries",
+                 "_held", "_acks", "_outcomes", "_unsent", "_parked", "_early", "_mean_entry", "_offset",
+                 "_group_ready", "_down_since", "_expired_unrun", "_cancelled_unrun", "_claimed", "_closing",
+                 "_stop_requests")
+
+    batcher: Batcher[Any, Any]
+    url: str
+    keys: Keys
+    codec: Codec
+    prefetch: int
+    claim_idle: float
+    report_interval: float
+    consumer: str
+    _lock: threading.Lock  # guards the entries, the counts and the lists below
+    _room: Alarm  # rung by the flusher when calls finish: the reader may read again
+    _wake: Alarm  # rung when a call finishes: the flusher sends its reply
+    _stopping: threading.Event
+    _abort: threading.Event
+    _finished: threading.Event  # set once run() is done with the helpers
+    _redis: Redis
+    _reader: Redis
+    _entries: dict[bytes, Entry]  # held, by stream id
+    _held: int  # items of submitted calls not finished yet
+    _acks: list[tuple[bytes, int]]  # entries settled without running, not yet acknowledged
+    _outcomes: deque[Outcome]  # finished calls: appended by the worker without a lock, taken by the flusher
+    _unsent: list[list[Any]]  # FINISH arguments a failed direct reply left for the flusher
+    _parked: list[Parked]
+    _early: EarlyCancels
+    _mean_entry: float  # items per entry, recently: how many entries fill the room
+    _offset: float  # Redis's clock minus ours, seconds
+    _group_ready: bool
+    _down_since: float | None
+    _expired_unrun: int
+    _cancelled_unrun: int
+    _claimed: int
+    _closing: bool  # the flusher sends what is left and exits
+    _stop_requests: int  # stop() calls and signals; turned into _stopping/_abort by run()'s thread
+
+    # Implemented by Host; declared here for its parts.
+    def _submit(self, entry: Entry, header: Header, items: list[Any], deadline: float | None) -> bool:
+        raise NotImplementedError
+
+    def _went_down(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    def _accept_safely(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+        raise NotImplementedError
