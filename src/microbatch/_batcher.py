@@ -25,6 +25,7 @@ from ._deadline import remaining
 from ._decorator import decorator
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import Ended, clone
+from ._fork import track_for_fork
 from ._groups import GroupCosts, group_keys
 from ._isolate import BatchErrors, Verdict
 from ._lifecycle import Lifecycle
@@ -34,7 +35,6 @@ from ._policy import CostModel, WaitPolicy
 from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
 from ._stats import Stats, StatsRecorder
 from ._waiters import AsyncWaiter, CallbackWaiter, Outbox, SyncWaiter, Waiter, wait_async, wait_sync
-from ._worker import track_for_fork
 
 __all__ = ["Batcher", "batch"]
 

@@ -11,7 +11,7 @@ otherwise contend with it for the GIL and the batcher's lock before it could sta
 a delay of one GIL hand-off per caller between batches. Callers never run ``fn``, so Flask/Django threads, ASGI loops
 and ``async_to_sync`` one-off loops can share a batcher. A batcher's workers (one per replica) form
 its :class:`~microbatch._crew.Crew`. A forked child starts without the parent's workers
-(:func:`track_for_fork`).
+(:func:`~microbatch._fork.track_for_fork`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import asyncio
 import functools
 import inspect
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Protocol
 
@@ -31,12 +29,11 @@ from ._collate import Collate
 from ._execute import Outcome, Outcomes, run_batch
 from ._queue import Slice
 from ._waiters import Outbox, send
+from ._wakeups import LoopWakeup, ThreadWakeup
 
-__all__ = ["MAX_SLEEP", "Engine", "Worker", "is_async_callable", "track_for_fork"]
+__all__ = ["Engine", "Worker", "is_async_callable"]
 
 logger = logging.getLogger("microbatch")
-
-MAX_SLEEP = 3600.0  # a longer wait (max_wait_ms=inf) is taken in steps: sleep APIs overflow past TIMEOUT_MAX
 
 # What the driver yields: a batch to start, or seconds to sleep (None: until woken).
 Step = list[Slice] | float | None
@@ -50,54 +47,6 @@ class Engine(Outcomes, Protocol):
 
     def _worker_exited(self) -> None:
         """A worker is gone for good: called last, on its thread."""
-
-
-class _ThreadWakeup:
-    """The sync worker's alarm: ``set`` from any thread, ``wait`` consumes it. A lock is the cheapest."""
-
-    __slots__ = ("_lock",)
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-
-    def clear(self) -> None:
-        self._lock.acquire(blocking=False)
-
-    def set(self) -> None:
-        try:
-            self._lock.release()
-        except RuntimeError:
-            pass  # already set
-
-    def wait(self, timeout: float | None) -> None:
-        self._lock.acquire(timeout=-1 if timeout is None else min(timeout, MAX_SLEEP))
-
-
-class _LoopWakeup:
-    """The async worker's alarm: an event on the worker's own loop, ``set`` from any thread."""
-
-    __slots__ = ("_loop", "_event")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._event = asyncio.Event()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    def set(self) -> None:
-        self._loop.call_soon_threadsafe(self._event.set)
-
-    def set_here(self) -> None:
-        """``set`` from the loop's own thread (a batch of this worker ended)."""
-        self._event.set()
-
-    async def wait(self, timeout: float | None) -> None:
-        try:
-            await asyncio.wait_for(self._event.wait(), None if timeout is None else min(timeout, MAX_SLEEP))
-        except TimeoutError:
-            pass
 
 
 class Worker:
@@ -133,7 +82,7 @@ class Worker:
         self.busy = 0
         self.thread: threading.Thread | None = None
         self.waiting = False
-        self._wakeup: _ThreadWakeup | _LoopWakeup = _ThreadWakeup()  # each runner installs its own at start
+        self._wakeup: ThreadWakeup | LoopWakeup = ThreadWakeup()  # each runner installs its own at start
 
     def __repr__(self) -> str:
         alive = self.thread is not None and self.thread.is_alive()
@@ -192,7 +141,7 @@ class Worker:
 
     def _run_sync(self) -> None:
         call = self._invoker()
-        wakeup = _ThreadWakeup()
+        wakeup = ThreadWakeup()
         with self._lock:
             self._wakeup = wakeup
         outbox: Outbox = []  # outcomes decided, callers not yet woken
@@ -249,7 +198,7 @@ class Worker:
             self._engine._worker_exited()
 
     async def _run_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        wakeup = _LoopWakeup(loop)
+        wakeup = LoopWakeup(loop)
         with self._lock:
             self._wakeup = wakeup
         tasks: set[asyncio.Task[None]] = set()
@@ -270,7 +219,7 @@ class Worker:
             while tasks:
                 await asyncio.wait(set(tasks))
 
-    async def _run_batch_async(self, batch: list[Slice], wakeup: _LoopWakeup) -> None:
+    async def _run_batch_async(self, batch: list[Slice], wakeup: LoopWakeup) -> None:
         fn: Callable[[Any], Awaitable[Any]] = self._fn
         collate = self._collate
         outbox: Outbox = []
@@ -304,24 +253,3 @@ def is_async_callable(fn: object) -> bool:
         fn = fn.func
     # An instance whose class defines ``async def __call__`` counts too: this reads the method, not callability.
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
-
-
-class _ForkSafe(Protocol):
-    def _reset_after_fork(self) -> None: ...
-
-
-_tracked: weakref.WeakSet[_ForkSafe] = weakref.WeakSet()
-
-
-def track_for_fork(owner: _ForkSafe) -> None:
-    """Have ``owner._reset_after_fork()`` called in a forked child, where the parent's threads do not exist."""
-    _tracked.add(owner)
-
-
-def _after_fork_in_child() -> None:
-    for owner in list(_tracked):
-        owner._reset_after_fork()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
