@@ -159,3 +159,17 @@ def test_past_max_queue_size_calls_are_refused_at_once_and_nothing_is_enqueued(
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert rb.stats.client.rejected == 3 and rb.stats.client.submitted == 0
+
+
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(True, TypeError), ("1", TypeError), (-1, ValueError), (0, ValueError), (float("nan"), ValueError)],
+)
+def test_a_bad_per_call_timeout_is_refused_like_a_local_batchers_and_nothing_is_sent(
+    remote: Callable[..., RemoteBatcher[Any, Any]], r: redis.Redis, timeout: Any, error: type[Exception]
+) -> None:
+    rb = remote()
+    with pytest.raises(error, match="timeout"):
+        rb("x", timeout=timeout)
+    assert rb.stats.client.submitted == 0
+    assert r.keys("microbatch:*:requests") == []

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 import msgpack
 
-from .._deadline import remaining
+from .._admission import call_timeout
 from .._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from .._remote_errors import RedisUnavailable
 from . import _link
@@ -109,10 +109,11 @@ class RemoteBatcher(Generic[T, U]):
     def _prepare(
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
     ) -> tuple[Call, float, Link]:
-        seconds = remaining(self.timeout if timeout is None else timeout)
-        assert seconds is not None  # the default is finite
-        if seconds != seconds:
-            raise ValueError(f"timeout must be a number of seconds or None, got {timeout!r}")
+        # The same rules as Batcher's calls: a bad explicit timeout raises, a passed ambient deadline
+        # leaves no time; the default is finite, so there is always a number.
+        seconds = call_timeout(timeout, self.timeout)
+        if seconds is None:
+            seconds = self.timeout
         payload = self.codec.encode(items)  # TypeError here: nothing was sent
         if seconds <= 0:
             with self._lock:
@@ -146,8 +147,10 @@ class RemoteBatcher(Generic[T, U]):
             if link.cancel(call):
                 self._settle(call, asyncio.CancelledError(), raise_it=False)
             raise
-        assert waiter.outcome is not None
-        return self._settle(call, waiter.outcome)
+        outcome = waiter.outcome
+        if outcome is None:  # not under -O only: a woken waiter always carries its outcome
+            raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a call woke without an outcome")
+        return self._settle(call, outcome)
 
     async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
         waiter = AsyncWaiter(asyncio.get_running_loop())
@@ -214,7 +217,8 @@ class RemoteBatcher(Generic[T, U]):
                 self._drained.notify_all()
         if error is None:
             self._round_trips.add(time.monotonic() - call.started)
-            assert results is not None
+            if results is None:
+                raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a reply without results")
             return results
         if raise_it:
             raise error
