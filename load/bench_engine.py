@@ -631,7 +631,8 @@ ENGINE_TASKS = "microbatch (tasks)"
 
 
 def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targets: list[Target]) -> None:
-    for callers, bound in zip(MODEL_CALLERS, (0.85, 0.95), strict=True):
+    # The targets for closed-loop callers: 0.85 of the ceiling at 16, 0.93 at 64.
+    for callers, bound in zip(MODEL_CALLERS, (0.85, 0.93), strict=True):
         scenario = f"model threads x{callers}"
         # Closed-loop callers never fill more than `callers` slots: their batch size's own offline rate
         # is the most any batcher can reach, shown beside the ceiling.
