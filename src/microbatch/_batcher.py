@@ -1,40 +1,38 @@
-"""The batching engine's front: :class:`Batcher` (admission, outcomes, lifecycle) and the :func:`batch` decorator.
+"""The batching engine's front: :class:`Batcher` (construction, outcomes, the worker's reports) and :func:`batch`.
 
 It puts together the option schema (``_options``), the request queue (``_queue``), the wait policy
 (``_policy``), the workers and batch execution (``_crew``, ``_worker``, ``_execute``), coalescing
-(``_coalesce``), waiters (``_waiters``) and stats (``_stats``). Every accepted request is resolved
+(``_coalesce``), waiters (``_waiters``) and stats (``_stats``); the calls and their admission are the
+``_entry`` mixin's, start and close the ``_lifecycle`` mixin's. Every accepted request is resolved
 exactly once, under the batcher's lock, by ``_finish_locked``; the README has the long form of the design.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
-from typing import Any, Final, Generic, Literal, TypeVar, Unpack, cast, overload
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, Final, TypeVar, Unpack, cast, overload
 
 from . import _clock
-from ._admission import call_timeout, refusal
 from ._breaker import Breaker
 from ._coalesce import Coalescer, Job, Ticket
 from ._collate import Collate
 from ._crew import Crew, replicas_of
-from ._deadline import remaining
 from ._decorator import decorator
+from ._entry import Entry
 from ._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from ._execute import Ended, clone
 from ._fork import track_for_fork
-from ._groups import GroupCosts, group_keys
+from ._groups import GroupCosts
 from ._isolate import BatchErrors, Verdict
 from ._lifecycle import Lifecycle
 from ._methods import PerInstance
 from ._options import OPTIONS, OnError, PlainOptions, resolve, signature
 from ._policy import CostModel, WaitPolicy
-from ._queue import Request, RequestQueue, Slice, as_items, measure, padded_tokens
+from ._queue import Request, RequestQueue, Slice, padded_tokens
 from ._stats import Stats, StatsRecorder
-from ._waiters import AsyncWaiter, CallbackWaiter, Outbox, SyncWaiter, Waiter, wait_async, wait_sync
+from ._waiters import Outbox, Waiter
 
 __all__ = ["Batcher", "batch"]
 
@@ -47,7 +45,7 @@ logger = logging.getLogger("microbatch")
 BatchFunction = Callable[[list[T]], Sequence[U]] | Callable[[list[T]], Awaitable[Sequence[U]]]
 
 
-class Batcher(PerInstance, Lifecycle, Generic[T, U]):
+class Batcher(Entry[T, U], PerInstance, Lifecycle):
     """Groups concurrent calls into batches, runs ``fn`` once per batch, and hands each caller its result.
 
     ``fn`` takes a list of items and returns one output per item, in order; it may be ``async def``.
@@ -159,90 +157,6 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self._init_state()
         self._closing = closing
 
-    # ------------------------------------------------------------------ public API
-
-    def __call__(self, item: T, *, timeout: float | None = None) -> U:
-        """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        self._crew.refuse_own_thread("__call__", "acall", self.name)
-        waiter = SyncWaiter()
-        request, timeout = self._admit([item], True, timeout, waiter)
-        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
-
-    async def acall(self, item: T, *, timeout: float | None = None) -> U:
-        """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        self._crew.refuse_own_thread("acall", None, self.name)
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        request, timeout = self._admit([item], True, timeout, waiter)
-        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
-
-    @overload
-    def map(
-        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
-    ) -> list[U]: ...
-
-    @overload
-    def map(
-        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
-    ) -> list[U | Exception]: ...
-
-    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
-        """Run many items as one request (admitted whole or not at all); results in input order.
-
-        With ``return_exceptions`` an item whose batch function call failed (after isolation) has its
-        exception in its place instead of failing the whole map; errors of the map as a whole
-        (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
-        """
-        self._crew.refuse_own_thread("map", "amap", self.name)
-        batch_items = as_items(items, "map")
-        if not batch_items:
-            return []
-        waiter = SyncWaiter()
-        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
-        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
-
-    @overload
-    async def amap(
-        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
-    ) -> list[U]: ...
-
-    @overload
-    async def amap(
-        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
-    ) -> list[U | Exception]: ...
-
-    async def amap(
-        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
-    ) -> list[Any]:
-        """Async :meth:`map`."""
-        self._crew.refuse_own_thread("amap", None, self.name)
-        batch_items = as_items(items, "amap")
-        if not batch_items:
-            return []
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
-        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
-
-    def submit(
-        self, items: Iterable[T], callback: Callable[[list[U] | None, BaseException | None], object], *,
-        timeout: float | None = None,
-    ) -> Callable[[], None]:
-        """Queue ``items`` as one request, as :meth:`map` does, without waiting; returns a function that cancels it.
-
-        ``callback(results, None)`` or ``callback(None, error)`` runs exactly once, on an engine thread
-        (usually the worker's, sometimes with the batcher's lock held): it must be quick, must not block
-        and must not call this batcher. Refusals (Overloaded, BatcherClosed, ValueError...) raise here,
-        as they do for ``map``. A request past its deadline is never run: it fails with DeadlineExceeded
-        when the worker next forms a batch (no timer fires at the deadline itself). Cancelling a request
-        not yet resolved gives its callback ``asyncio.CancelledError``. For code that feeds a batcher from
-        its own loop, such as :mod:`microbatch.remote`'s host; everyone else calls ``map``/``amap``.
-        """
-        batch_items = as_items(items, "submit")
-        if not batch_items:
-            callback([], None)
-            return _nothing
-        request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback))
-        return functools.partial(self._cancel, request)
-
     @property
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
@@ -259,78 +173,10 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             f"batches={self._stats.batches} completed={self._stats.completed}>"
         )
 
-    # ------------------------------------------------------------------ admission and outcomes
-
-    def _admit(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
-    ) -> tuple[Request, float | None]:
-        """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = remaining(self.timeout) if timeout is None else call_timeout(timeout, self.timeout)
-        n = len(items)
-        now = _clock.now()
-        deadline = None
-        if timeout is not None:
-            if timeout <= 0:
-                self._count_rejected(n)
-                raise DeadlineExceeded(f"the call to batcher {self.name!r} had no time left (timeout={timeout:.3g}s)")
-            deadline = now + timeout
-        if n > self.max_queue_size:
-            self._count_rejected(n)
-            raise ValueError(
-                f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
-                "split it into smaller maps or raise max_queue_size"
-            )
-        size_of, coalescer = self._size_of, self._coalescer
-        try:
-            tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
-            keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
-        except Exception:
-            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
-            raise
-        same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
-        request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
-        request.return_exceptions = return_exceptions
-        with self._lock:
-            queue, policy, crew = self._queue, self._policy, self._crew
-            if self._closing:
-                self._stats.rejected += n
-                raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            running, breaker = self._stats.running, self._breaker
-            refused = (None if breaker.clean else breaker.refusal(
-                now, self.name, n, queue.depth + running, self.max_batch_size
-            )) or (None if queue.depth + fresh <= self.max_queue_size and self.max_queue_delay_ms is None else refusal(
-                policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
-            ))
-            if refused is not None:
-                self._stats.rejected += n
-                raise refused
-            if not crew.started:
-                crew.start(self.name)
-            self._pending.add(request)
-            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
-            self._stats.submitted += n
-            self._stats.coalesced += n - fresh
-            if queued is not None:
-                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
-                policy.arrived(now, fresh)
-                crew.wake()
-        return request, timeout
-
-    def _count_rejected(self, n: int) -> None:
-        with self._lock:
-            self._stats.rejected += n
-
-    def _expire(self, request: Request) -> None:
-        with self._lock:
-            self._expire_locked(request)
+    # ------------------------------------------------------------------ outcomes
 
     def _expire_locked(self, request: Request) -> None:
         self._finish_locked(request, None, DeadlineExceeded(self._expired_message(request)), "expired")
-
-    def _cancel(self, request: Request) -> None:
-        with self._lock:
-            self._finish_locked(request, None, asyncio.CancelledError(), "cancelled")
 
     def _expired_message(self, request: Request) -> str:
         what = "call" if request.single else f"map of {request.size} items"
@@ -519,10 +365,6 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
             waiters, self._exit_waiters = self._exit_waiters, []
             for waiter in waiters:
                 waiter.resolve(None, None)
-
-
-def _nothing() -> None:
-    """The cancel function of an empty submission: there is nothing to cancel."""
 
 
 Batcher.__doc__ = (Batcher.__doc__ or "") + "".join(
