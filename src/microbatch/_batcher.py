@@ -59,7 +59,7 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
 
     __slots__ = (
         *OPTIONS, "_fn", "_replicas", "_size_of", "_lock", "_queue", "_policy", "_token_cost", "_group_costs",
-        "_stats", "_crew", "_coalescer", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker",
+        "_stats", "_crew", "_coalescer", "_closing", "_exit_waiters", "_stopped", "_pending", "_breaker", "_plain",
         "__weakref__",
         "__dict__",  # only for the wrapper attributes @batch copies from fn (__name__, __doc__, __wrapped__...)
     )
@@ -112,6 +112,7 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
         self._size_of: Callable[[Any], int] | None = self.size_of or (
             collate.size if collate is not None else (len if budget is not None else None)
         )
+        self._plain = self._size_of is None and self.group_by is None and self.coalesce is False
         super().__init__()
         self._stats = StatsRecorder()
         self._policy = WaitPolicy(
@@ -198,13 +199,17 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
         request.done = True
         coalescer = self._coalescer
         dispatched = request.cursor if coalescer is None else coalescer.dispatched(request)
-        self._queue.discard(request)
+        if request.cursor < request.size:  # a completed request has nothing left in the queue (this runs per item)
+            self._queue.discard(request)
         self._pending.discard(request)
         if coalescer is not None and coalescer.finishing(request, exc, outcome, self._finish_locked, outbox):
             return True  # a job: its callers were resolved (or left) one by one
         if request.failed:  # a map with return_exceptions: its failed items count as failed
             self._stats.resolved("failed", request.failed, 0)
-        self._stats.resolved(outcome, request.size - request.failed, max(0, dispatched - request.failed))
+        if outcome == "completed":  # the common case, counted here without a call
+            self._stats.completed += request.size - request.failed
+        else:
+            self._stats.resolved(outcome, request.size - request.failed, max(0, dispatched - request.failed))
         if outbox is None:
             request.waiter.resolve(value, exc)
         else:

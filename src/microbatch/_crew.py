@@ -42,7 +42,7 @@ def replicas_of(fn: object) -> tuple[Callable[..., Any], ...]:
 class Crew:
     """The workers of one batcher and their slots. Methods marked *locked* are called under the batcher's lock."""
 
-    __slots__ = ("workers", "replicas", "slots", "_live", "started")
+    __slots__ = ("workers", "replicas", "slots", "_live", "started", "idents")
 
     def __init__(
         self,
@@ -65,6 +65,9 @@ class Crew:
         self.slots = len(replicas) * concurrent  # batches in flight at most, over the whole crew
         self._live = 0  # started workers that have not exited yet
         self.started = False  # read on every call: a plain attribute, not a property
+        # The thread ids of the running workers, each added by its own thread before any user code runs
+        # there: a call tests its own id against it (a C call and a set lookup) before refuse_own_thread.
+        self.idents: set[int] = set()
 
     def __repr__(self) -> str:
         busy = sum(worker.busy for worker in self.workers)
@@ -75,7 +78,7 @@ class Crew:
         many = len(self.workers) > 1
         self.started = True
         for index, worker in enumerate(self.workers):
-            worker.start(f"{name}-{index}" if many else name)
+            worker.start(f"{name}-{index}" if many else name, self.idents)
             self._live += 1
 
     def wake(self) -> None:
@@ -106,7 +109,10 @@ class Crew:
         return self._live == 0
 
     def refuse_own_thread(self, method: str, async_method: str | None, name: str) -> None:
-        """Raise if called on one of the workers' threads, where waiting for a result could wait on itself."""
+        """Raise if called on one of the workers' threads, where waiting for a result could wait on itself.
+
+        Callers test ``threading.get_ident() in idents`` first, so a call from any other thread skips this.
+        """
         current = threading.current_thread()
         for worker in self.workers:
             if worker.thread is current:

@@ -7,9 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-__all__ = ["deadline", "remaining"]
+__all__ = ["ambient", "deadline", "remaining"]
 
 _deadline: ContextVar[float | None] = ContextVar("microbatch_deadline", default=None)
+
+#: The ambient deadline (a ``time.monotonic()`` instant) or None: a C call, for the calls' hot path.
+ambient = _deadline.get
 
 
 @contextmanager

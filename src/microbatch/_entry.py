@@ -12,6 +12,7 @@ import asyncio
 import functools
 import threading
 from collections.abc import Callable, Hashable, Iterable
+from threading import get_ident
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, overload
 
 from . import _clock
@@ -19,7 +20,7 @@ from ._admission import call_timeout, refusal
 from ._breaker import Breaker
 from ._coalesce import Coalescer, Ticket
 from ._crew import Crew
-from ._deadline import remaining
+from ._deadline import ambient, remaining
 from ._errors import BatcherClosed, DeadlineExceeded
 from ._groups import group_keys
 from ._policy import WaitPolicy
@@ -57,6 +58,7 @@ class Entry(Generic[T, U]):
         def group_by(self) -> Callable[[Any], Hashable] | None: ...
 
     _size_of: Callable[[Any], int] | None
+    _plain: bool  # no size_of, group_by or coalescing: admission has nothing to measure, key or share
     _lock: threading.Lock
     _queue: RequestQueue
     _policy: WaitPolicy
@@ -71,17 +73,19 @@ class Entry(Generic[T, U]):
 
     def __call__(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` (always one item, whatever its type) in a batch; block until its result."""
-        self._crew.refuse_own_thread("__call__", "acall", self.name)
+        if get_ident() in self._crew.idents:
+            self._crew.refuse_own_thread("__call__", "acall", self.name)
         waiter = SyncWaiter()
         request, timeout = self._admit([item], True, timeout, waiter)
-        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
+        return wait_sync(waiter, timeout, self, request)  # type: ignore[no-any-return]
 
     async def acall(self, item: T, *, timeout: float | None = None) -> U:
         """Run ``item`` in a batch from any event loop; awaiting never blocks the loop."""
-        self._crew.refuse_own_thread("acall", None, self.name)
+        if get_ident() in self._crew.idents:
+            self._crew.refuse_own_thread("acall", None, self.name)
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit([item], True, timeout, waiter)
-        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
+        return await wait_async(waiter, timeout, self, request)  # type: ignore[no-any-return]
 
     @overload
     def map(
@@ -100,13 +104,14 @@ class Entry(Generic[T, U]):
         exception in its place instead of failing the whole map; errors of the map as a whole
         (Overloaded, DeadlineExceeded, BatcherClosed) are still raised.
         """
-        self._crew.refuse_own_thread("map", "amap", self.name)
+        if get_ident() in self._crew.idents:
+            self._crew.refuse_own_thread("map", "amap", self.name)
         batch_items = as_items(items, "map")
         if not batch_items:
             return []
         waiter = SyncWaiter()
         request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
-        return wait_sync(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
+        return wait_sync(waiter, timeout, self, request)  # type: ignore[no-any-return]
 
     @overload
     async def amap(
@@ -122,13 +127,14 @@ class Entry(Generic[T, U]):
         self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
     ) -> list[Any]:
         """Async :meth:`map`."""
-        self._crew.refuse_own_thread("amap", None, self.name)
+        if get_ident() in self._crew.idents:
+            self._crew.refuse_own_thread("amap", None, self.name)
         batch_items = as_items(items, "amap")
         if not batch_items:
             return []
         waiter = AsyncWaiter(asyncio.get_running_loop())
         request, timeout = self._admit(batch_items, False, timeout, waiter, return_exceptions)
-        return await wait_async(waiter, timeout, self._expire, self._cancel, request)  # type: ignore[no-any-return]
+        return await wait_async(waiter, timeout, self, request)  # type: ignore[no-any-return]
 
     def submit(
         self, items: Iterable[T], callback: Callable[[list[U] | None, BaseException | None], object], *,
@@ -155,7 +161,10 @@ class Entry(Generic[T, U]):
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
-        timeout = remaining(self.timeout) if timeout is None else call_timeout(timeout, self.timeout)
+        if timeout is not None:
+            timeout = call_timeout(timeout, self.timeout)
+        else:  # the common case, without a call: no per-call timeout, and often no ambient deadline either
+            timeout = self.timeout if ambient() is None else remaining(self.timeout)
         n = len(items)
         now = _clock.now()
         deadline = None
@@ -170,42 +179,65 @@ class Entry(Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
+        coalescer = self._coalescer
+        if self._plain:  # no size_of, group_by or coalescing: nothing to measure, key or share
+            request, same = Request(items, single, deadline, now, waiter, None), None
+        else:
+            request, same = self._prepare(items, single, deadline, now, waiter)
+        if return_exceptions:
+            request.return_exceptions = True
+        with self._lock:
+            queue = self._queue
+            if self._closing:
+                self._stats.rejected += n
+                raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
+            if (queue.depth + fresh > self.max_queue_size or self.max_queue_delay_ms is not None
+                    or not self._breaker.clean):
+                self._refuse_locked(now, n, fresh)
+            crew = self._crew
+            if not crew.started:
+                crew.start(self.name)
+            self._pending.add(request)
+            self._stats.submitted += n
+            if same is None:
+                queued: Request | None = request
+            else:
+                self._stats.coalesced += n - fresh
+                queued = cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
+            if queued is not None:
+                policy = self._policy
+                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+                policy.arrived(now, fresh)
+                crew.wake()
+        return request, timeout
+
+    def _prepare(
+        self, items: list[Any], single: bool, deadline: float | None, now: float, waiter: Waiter
+    ) -> tuple[Request, list[Hashable] | None]:
+        """The request of a batcher with ``size_of``, ``group_by`` or coalescing, and its items' coalescing keys."""
         size_of, coalescer = self._size_of, self._coalescer
         try:
             tokens = None if size_of is None else measure(size_of, items, self.max_batch_tokens, self.name)
             keys = None if self.group_by is None else group_keys(self.group_by, items, self.name)
         except Exception:
-            self._count_rejected(n)  # ItemTooLarge, or a size or key function that failed: refused like any other
+            self._count_rejected(len(items))  # ItemTooLarge, or a size or key function that failed: refused
             raise
         same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
         request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
-        request.return_exceptions = return_exceptions
-        with self._lock:
-            queue, policy, crew = self._queue, self._policy, self._crew
-            if self._closing:
-                self._stats.rejected += n
-                raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            running, breaker = self._stats.running, self._breaker
-            refused = (None if breaker.clean else breaker.refusal(
-                now, self.name, n, queue.depth + running, self.max_batch_size
-            )) or (None if queue.depth + fresh <= self.max_queue_size and self.max_queue_delay_ms is None else refusal(
-                policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
-            ))
-            if refused is not None:
-                self._stats.rejected += n
-                raise refused
-            if not crew.started:
-                crew.start(self.name)
-            self._pending.add(request)
-            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
-            self._stats.submitted += n
-            self._stats.coalesced += n - fresh
-            if queued is not None:
-                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
-                policy.arrived(now, fresh)
-                crew.wake()
-        return request, timeout
+        return request, same
+
+    def _refuse_locked(self, now: float, n: int, fresh: int) -> None:
+        """Raise why ``n`` items (``fresh`` of them taking queue space) may not join now, if they may not."""
+        queue, running, breaker = self._queue, self._stats.running, self._breaker
+        refused = (None if breaker.clean else breaker.refusal(
+            now, self.name, n, queue.depth + running, self.max_batch_size
+        )) or refusal(
+            self._policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+        )
+        if refused is not None:
+            self._stats.rejected += n
+            raise refused
 
     def _count_rejected(self, n: int) -> None:
         with self._lock:

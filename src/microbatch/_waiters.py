@@ -12,13 +12,24 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-__all__ = ["AsyncWaiter", "CallbackWaiter", "Outbox", "SyncWaiter", "Waiter", "send", "wait_async", "wait_sync"]
+__all__ = [
+    "AsyncWaiter", "CallbackWaiter", "Outbox", "Owner", "SyncWaiter", "Waiter", "send", "wait_async", "wait_sync",
+]
 
 logger = logging.getLogger("microbatch")
 
 R = TypeVar("R")  # the request a waiter belongs to
+R_contra = TypeVar("R_contra", contravariant=True)
+
+
+class Owner(Protocol[R_contra]):
+    """What a waiting caller tells when it gives up: its batcher. Passed whole, so a call makes no bound methods."""
+
+    def _expire(self, request: R_contra, /) -> None: ...
+
+    def _cancel(self, request: R_contra, /) -> None: ...
 
 
 class SyncWaiter:
@@ -76,32 +87,29 @@ Waiter = SyncWaiter | AsyncWaiter | CallbackWaiter
 Outbox = list[tuple[Waiter, Any, "BaseException | None"]]
 
 
-def wait_sync(
-    waiter: SyncWaiter, timeout: float | None, expire: Callable[[R], None], cancel: Callable[[R], None], request: R
-) -> Any:
-    """Block until ``waiter`` is resolved; ``expire(request)`` at the timeout, ``cancel(request)`` if interrupted."""
+def wait_sync(waiter: SyncWaiter, timeout: float | None, owner: Owner[R], request: R) -> Any:
+    """Block until ``waiter`` is resolved; ``owner._expire(request)`` at the timeout, ``_cancel`` if interrupted."""
     try:
         if not waiter.wait(timeout):
-            expire(request)
+            owner._expire(request)
             waiter.wait(None)  # resolved by now, by the expiry or by a result that won the race
     except BaseException:
         # KeyboardInterrupt while blocked: the caller is gone, so is its claim on the queue.
-        cancel(request)
+        owner._cancel(request)
         raise
     if waiter.exc is not None:
         raise waiter.exc
     return waiter.value
 
 
-async def wait_async(
-    waiter: AsyncWaiter, timeout: float | None, expire: Callable[[R], None], cancel: Callable[[R], None], request: R
-) -> Any:
-    """Await ``waiter``; ``expire(request)`` at the timeout (a timer on the caller's loop), ``cancel`` if cancelled."""
-    timer = None if timeout is None else waiter.loop.call_later(timeout, expire, request)
+async def wait_async(waiter: AsyncWaiter, timeout: float | None, owner: Owner[R], request: R) -> Any:
+    """Await ``waiter``; ``owner._expire(request)`` at the timeout (a timer on the caller's loop), ``_cancel`` if
+    cancelled."""
+    timer = None if timeout is None else waiter.loop.call_later(timeout, owner._expire, request)
     try:
         return await waiter.future
     except asyncio.CancelledError:
-        cancel(request)
+        owner._cancel(request)
         raise
     finally:
         if timer is not None:

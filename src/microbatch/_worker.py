@@ -91,12 +91,18 @@ class Worker:
             f"waiting={self.waiting}>"
         )
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, idents: set[int]) -> None:
+        """Start the thread; it adds its id to ``idents`` before anything else and removes it as it ends."""
         run = self._run_async if self.is_async else self._run_sync
 
         def target() -> None:
-            self._started(name)
-            run()
+            ident = threading.get_ident()
+            idents.add(ident)
+            try:
+                self._started(name)
+                run()
+            finally:
+                idents.discard(ident)  # the id may be reused by a later thread: it must not be refused
 
         self.thread = threading.Thread(target=target, name=f"microbatch-{name}", daemon=True)
         self.thread.start()
