@@ -90,7 +90,7 @@ def test_a_host_over_tls_serves_clients_logged_in_as_an_acl_user(secure_redis: S
         wait_until(lambda: watcher.hlen("microbatch:secure:hosts") > 0 or host.poll() is not None,
                    "the host reports itself in Redis over TLS")
         assert host.poll() is None, log.read_text(errors="replace")
-        with RemoteBatcher("secure", url=secure_redis.acl_url, timeout=10) as rb:
+        with RemoteBatcher[str, list[object]]("secure", url=secure_redis.acl_url, timeout=10) as rb:
             assert rb("over tls") == ["over tls", host.pid]
             assert rb.map(["a", "b"]) == [["a", host.pid], ["b", host.pid]]
             assert "alice-secret" not in repr(rb) and "alice:***@" in repr(rb)
@@ -105,7 +105,7 @@ def test_a_wrong_password_fails_the_call_with_redis_unavailable_naming_the_refus
     secure_redis: SecureRedis,
 ) -> None:
     url = secure_redis.acl_url.replace("alice-secret", "not-the-password")
-    with RemoteBatcher("secure", url=url, timeout=10) as rb:
+    with RemoteBatcher[str, object]("secure", url=url, timeout=10) as rb:
         with pytest.raises(RedisUnavailable) as refused:
             rb("x")
         message = str(refused.value)
