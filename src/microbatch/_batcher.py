@@ -305,6 +305,7 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
         self, part: list[Slice], values: list[Any], seconds: float, outbox: Outbox, ended: Ended | None
     ) -> None:
         with self._lock:
+            callers = len(self._pending)
             self._stats.ran(len(values), seconds)
             self._policy.cost.add(len(values), seconds)  # only successful runs describe the function's cost
             padded = None
@@ -325,12 +326,14 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
                 elif not request.done and request.fill(start, stop, values, offset):
                     self._finish_locked(request, request.results, None, "completed", outbox)
                 offset += stop - start
+            self._policy.released(callers - len(self._pending))
             if ended is not None:
                 self._batch_done_locked(ended[0], "ok", ended[1])
 
     def _fail(self, part: list[Slice], exc: BaseException, outbox: Outbox) -> None:
         mark = len(outbox)  # the worker's outbox may still hold earlier parts' outcomes
         with self._lock:
+            callers = len(self._pending)
             for request, start, stop in part:
                 if type(request) is Job:
                     cast(Coalescer, self._coalescer).fail(request, start, stop, exc, self._finish_locked, outbox)
@@ -344,6 +347,7 @@ class Batcher(Entry[T, U], PerInstance, Lifecycle):
                 else:
                     # Each caller raises its own copy so tracebacks do not pile up on one shared object.
                     self._finish_locked(request, None, clone(exc) if len(outbox) > mark else exc, "failed", outbox)
+            self._policy.released(callers - len(self._pending))  # failed callers come back too
 
     def _batch_done(self, batch: list[Slice], verdict: Verdict, retries: int) -> None:
         with self._lock:

@@ -6,9 +6,10 @@ because it shares ``a``. When the worker is idle and fewer than ``max_batch_size
 dispatching now costs ``a/q + b`` of worker time per item; waiting for ``λw`` more items (``λ`` the
 arrival rate) costs ``(w + a)/(q + λw) + b``. Waiting is the better deal exactly when ``q < λ·a``:
 when more items are expected within one fixed cost than are already queued. So the adaptive policy
-waits only then, only while items keep arriving (a closed-loop burst of callers coming back), and
-never longer than ``a`` itself, the most that merging can save. A lone request, a quiet service, or a
-cheap function (tiny ``a``) never waits.
+waits only then, only while items keep arriving (a closed-loop burst of callers coming back), only
+until as many callers have come as the last batch released (then nobody else is known to be on the
+way: tasks released together come back together), and never longer than ``a`` itself, the most that
+merging can save. A lone request, a quiet service, or a cheap function (tiny ``a``) never waits.
 
 The same model sets the aging delay of large requests, predicts how long a new call would wait in
 the queue (``max_queue_delay_ms`` admission) and the ``retry_after`` of a refused call. Those two
@@ -53,7 +54,7 @@ class WaitPolicy:
     """
 
     __slots__ = ("max_wait_ms", "aging_ms", "max_batch_size", "slots", "cost", "arrivals", "_wait_started",
-                 "_last_arrival", "_burst_gap", "reason")
+                 "_last_arrival", "_burst_gap", "reason", "_released", "_returned")
 
     def __init__(self, max_wait_ms: float | None, aging_ms: float | None, max_batch_size: int, slots: int = 1) -> None:
         self.max_wait_ms = max_wait_ms
@@ -74,12 +75,20 @@ class WaitPolicy:
         self._wait_started: float | None = None
         self._last_arrival = 0.0
         self._burst_gap = MIN_QUIET  # smoothed gap between arrivals while the worker waits for company
+        self._released = 0  # callers the last batch to end resolved (its company, now free to come back)
+        self._returned = 0  # requests that arrived since then
 
     def arrived(self, now: float, n: int) -> None:
+        """A request of ``n`` items was queued."""
+        self._returned += 1
         self.arrivals.add(now, n)
         if self._wait_started is not None:
             self._burst_gap += BURST_SMOOTHING * (now - self._last_arrival - self._burst_gap)
         self._last_arrival = now
+
+    def released(self, callers: int) -> None:
+        """A batch ended, resolving ``callers`` requests: as many new ones mean that company has come back."""
+        self._released, self._returned = callers, 0
 
     def dispatched(self) -> None:
         """The queue is being served (or is empty): the next wait for company starts afresh."""
@@ -128,6 +137,10 @@ class WaitPolicy:
                 return 0.0
             self._wait_started = now
         self.reason = "company_ended"
+        if self.slots == 1 and self._returned >= self._released > 0:
+            # As many callers as the last batch released have come (a closed loop is back whole, all
+            # at once as asyncio tasks are): nobody else is known to be on the way, so go now.
+            return 0.0
         if self._last_arrival <= self._wait_started:
             # Nobody has come yet: callers released by the last batch may still be on their way
             # back (a client's round trip), so give them up to one fixed cost.

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from microbatch import Batcher
 
 
@@ -190,3 +192,48 @@ def test_an_infinite_max_wait_ms_is_refused_or_means_wait_until_full(
     assert lone.result() == ("out", "lone")
     closer.result()
     assert gate.calls == [[0, 1, 2], ["lone"]]
+
+
+def test_the_adaptive_wait_ends_once_every_caller_the_last_batch_released_is_back(
+    make_batcher: Any, make_gate: Any, fake_clock: Any, spawn: Any, hold: Any, queued: Any, loop_thread: Any,
+    wait_until: Any, is_async: bool,
+) -> None:
+    """A closed loop of asyncio tasks comes back whole and at once: when as many callers as the last
+    batch released are queued, nobody else is known to be on the way, and the batch goes without
+    waiting out the fixed cost. The clock is frozen, so a wait would never end by itself."""
+
+    def fixed_cost(items: list[Any]) -> list[Any]:
+        fake_clock.advance(0.3)  # every call costs 0.3 s, whatever its size: a pure fixed cost
+        return [("out", x) for x in items]
+
+    gate = make_gate(fixed_cost, is_async=is_async)
+    b = make_batcher(gate, max_batch_size=8, name="closed-loop")
+    gate.release(2)
+    assert b("first") == ("out", "first")
+    assert b.map(range(8)) == [("out", i) for i in range(8)]  # two sizes, one cost: the fit sees a fixed cost
+    assert b.stats.fixed_cost == pytest.approx(0.3)
+    fake_clock.advance(60.0)  # a quiet minute: the arrival rate decays to nothing
+
+    blocker = hold(b, gate)  # one arrival is not worth waiting for (arrival rate x fixed cost < 1)
+    first_round = [spawn(b, f"c{i}") for i in range(4)]
+    queued(b, 4)
+    gate.release()
+    assert blocker.result() == ("out", "blocker")
+    # Four arrivals at once are: the four wait for company, and none comes (nobody else was released).
+    assert len(gate.calls) == 3
+    fake_clock.advance(0.3 + 1e-6)
+    gate.wait_calls(4)
+    assert gate.calls[3] == ["c0", "c1", "c2", "c3"]
+    gate.release()
+    assert [c.result() for c in first_round] == [("out", f"c{i}") for i in range(4)]
+
+    # The four callers come back as tasks on one loop. Three are not all of them: they wait.
+    second_round = [loop_thread.start(b.acall(f"d{i}")) for i in range(3)]
+    queued(b, 3)
+    assert len(gate.calls) == 4, "three of the four callers were held for the fourth"
+    second_round.append(loop_thread.start(b.acall("d3")))
+    gate.wait_calls(5)  # the clock has not moved: only the fourth arrival could have sent the batch
+    assert gate.calls[4] == ["d0", "d1", "d2", "d3"]
+    gate.release()
+    assert [c.result() for c in second_round] == [("out", f"d{i}") for i in range(4)]
+    assert b.stats.dispatch_reasons["company_ended"] == 2
