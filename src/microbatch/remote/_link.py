@@ -25,8 +25,9 @@ from redis.exceptions import NoScriptError
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
 from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
+from ._channel import Channel
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
-from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Header, Script, decode_error, decode_replies, reply_key
+from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Script, decode_error, decode_replies, pack_header, reply_key
 
 __all__ = ["Link", "acquire", "release"]
 
@@ -40,7 +41,8 @@ class Link:
     """One process's connection to one Redis URL; see the module docstring."""
 
     __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
-                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "__weakref__")
+                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "_send_channel",
+                 "_direct_channel", "__weakref__")
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -56,6 +58,8 @@ class Link:
         self._users = 0
         self._closed = False
         self._direct_busy = False  # a caller thread is sending its own admission
+        self._send_channel = Channel(self._redis)  # the sender thread's connection
+        self._direct_channel = Channel(self._redis)  # the connection of the caller holding _direct_busy
         self._sender = threading.Thread(target=self._send_loop, name=f"microbatch-remote-send[{redacted(url)}]",
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
@@ -75,15 +79,16 @@ class Link:
     # ---------------------------------------------------------------- called by callers
 
     def submit(self, call: Call, *, may_block: bool) -> None:
-        """Send ``call``. A thread that may block (not an event loop) sends its own admission when no
-        other is on the wire, saving a thread hop for a lone call; the rest queue for the sender
-        thread, which pipelines them, so at most two connections send at once."""
+        """Send ``call``. A thread that may block (not an event loop) sends its own admission when it is
+        the process's only call in flight, saving a thread hop for a lone call; under load every call
+        queues for the sender thread, which pipelines them (a caller sending one call per round trip
+        costs more CPU per item than the hop: measured with load/bench_remote.py)."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this link is closed")  # unreachable through RemoteBatcher
             call.request_id = next(self._ids)
             self._calls[call.request_id] = call
-            direct = may_block and not self._direct_busy and not self._outbox
+            direct = may_block and len(self._calls) == 1 and not self._direct_busy
             if direct:
                 self._direct_busy = True
             else:
@@ -92,7 +97,7 @@ class Link:
                     self._wake.set()
         if direct:
             try:
-                self._send([call], [])
+                self._send(self._direct_channel, [call], [])
             except Exception:
                 logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
                 self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
@@ -131,12 +136,12 @@ class Link:
                 self._wake.wait(None)
                 continue
             try:
-                self._send(admits, cancels)
+                self._send(self._send_channel, admits, cancels)
             except Exception:  # never let the sender die: its callers would wait for their timeouts
                 logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
                 self._fail(admits, lambda: MicrobatchError("microbatch.remote's sender failed; see the log"))
 
-    def _send(self, admits: list[Call], cancels: list[Call]) -> None:
+    def _send(self, channel: Channel, admits: list[Call], cancels: list[Call]) -> None:
         """One pipelined round trip: the calls for each batcher name packed into one entry, then the cancels."""
         now = time.monotonic()
         groups: dict[str, list[Call]] = {}
@@ -151,8 +156,8 @@ class Link:
                 keys = chunk[0].keys
                 args: list[object] = [keys.requests, keys.waiting, self.reply_key]
                 for call in chunk:
-                    header = Header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
-                    args += (call.size, call.limit, header.pack(), call.payload)
+                    header = pack_header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
+                    args += (call.size, call.limit, header, call.payload)
                 ops.append((ADMIT, args, chunk))
         for call in cancels:
             keys = call.keys
@@ -162,7 +167,7 @@ class Link:
         if not ops:
             return
         try:
-            results = self._execute(ops)
+            results = self._execute(channel, ops)
         except OUTAGE as exc:
             message_text = (f"Redis at {redacted(self.url)} is unreachable ({exc}); "
                             "the call was not sent: retry once Redis is back")
@@ -173,20 +178,16 @@ class Link:
             if script is ADMIT:
                 self._admitted(calls, result)
 
-    def _execute(self, ops: list[tuple[Script, list[object], list[Call]]]) -> list[object]:
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
-            for script, args, _ in ops:
-                pipe.evalsha(script.sha, 2, *args)  # type: ignore[arg-type]
-            results: list[object] = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                # A restarted or flushed Redis forgot the scripts: load them and send the lot again.
-                # Only NOSCRIPT failures can be in the results, and they changed nothing.
-                for script in {script for script, _, _ in ops}:
-                    self._redis.script_load(script.source)
-                continue
-            return results
-        return results  # pragma: no cover - the loop returns on its second pass
+    @staticmethod
+    def _execute(channel: Channel, ops: list[tuple[Script, list[object], list[Call]]]) -> list[object]:
+        commands = [("EVALSHA", script.sha, 2, *args) for script, args, _ in ops]
+        results = channel.run(commands)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # A restarted or flushed Redis forgot the scripts: load them and send the lot again.
+            # Only NOSCRIPT failures can be in the results, and they changed nothing.
+            channel.run([("SCRIPT", "LOAD", script.source) for script in {script for script, _, _ in ops}])
+            results = channel.run(commands)
+        return results
 
     def _admitted(self, calls: list[Call], result: object) -> None:
         if isinstance(result, Exception):
@@ -223,19 +224,24 @@ class Link:
 
     def _listen_loop(self) -> None:
         listen = sync_client(self.url, socket_timeout=_BLOCK + CONNECT_TIMEOUT + 1.0)
+        channel = Channel(listen)
+        pop = [("BLPOP", self.reply_key, _BLOCK)]
         run_id: str | None = None
         try:
             while not self._closed:
                 try:
                     if run_id is None:
                         run_id = str(listen.info("server")["run_id"])
-                    popped = listen.blpop([self.reply_key], timeout=_BLOCK)
+                    popped = channel.run(pop)[0]
                 except OUTAGE:
                     run_id = self._ride_out_outage(listen, run_id)
                     continue
+                if isinstance(popped, Exception):
+                    raise popped
                 if popped is not None and popped[1]:
                     self._dispatch(cast(bytes, popped[1]))
         finally:
+            channel.close()
             listen.close()
 
     def _dispatch(self, blob: bytes) -> None:
@@ -292,6 +298,8 @@ class Link:
             pass
         self._sender.join(5)
         self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
+        self._send_channel.close()
+        self._direct_channel.close()
         self._redis.close()
 
 
