@@ -10,7 +10,7 @@ timeouts), and uses only redis-py's connection, packer and parser.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis import Redis
@@ -19,6 +19,12 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 __all__ = ["Channel"]
+
+_pack_command: Callable[[tuple[Any, ...]], bytes] | None
+try:
+    from hiredis import pack_command as _pack_command
+except ImportError:  # pragma: no cover - hiredis comes with the remote extra
+    _pack_command = None
 
 #: What redis-py's own retry retries once on a fresh connection (a pooled one may have died with an old server).
 _RETRIED = (RedisConnectionError, RedisTimeoutError, OSError)
@@ -44,7 +50,7 @@ class Channel:
         while True:
             replies: list[Any] = []
             try:
-                conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+                conn.send_packed_command(self._pack(commands), check_health=False)
                 for _ in commands:
                     try:
                         replies.append(conn.read_response())
@@ -59,6 +65,12 @@ class Channel:
             except BaseException:
                 conn.disconnect()  # interrupted mid-reply: the connection's stream is out of step
                 raise
+
+    def _pack(self, commands: Sequence[tuple[Any, ...]]) -> Any:
+        if _pack_command is None:
+            return self._conn.pack_commands(commands)
+        # hiredis packs a command in C; redis-py's packer first walks the arguments in Python.
+        return [b"".join([_pack_command(command) for command in commands])]
 
     def close(self) -> None:
         self._conn.disconnect()

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import msgpack
 
@@ -17,6 +17,7 @@ from .._remote_errors import RedisUnavailable
 from . import _link
 from ._calls import AsyncWaiter, Call, Outcome, SyncWaiter, Waiter
 from ._codec import Codec, MsgpackCodec
+from ._deadlines import deadlines_of
 from ._link import Link, acquire, release
 from ._redis import OUTAGE, redacted
 from ._stats import ClientStats, HostStats, RemoteStats, RoundTrips, merge, stats_from_data
@@ -153,22 +154,26 @@ class RemoteBatcher(Generic[T, U]):
         return self._settle(call, outcome)
 
     async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        call, seconds, link = self._prepare(items, single, timeout, waiter)
-        timer = waiter.loop.call_later(seconds, self._expire, link, call, waiter)
+        loop = asyncio.get_running_loop()
+        waiter = AsyncWaiter(loop)
+        call, _, link = self._prepare(items, single, timeout, waiter)
+        future = waiter.future
+        deadlines = deadlines_of(loop)
+        deadlines.add(call.deadline, future, self._expire, link, call)
         try:
-            outcome = await waiter.future
+            outcome = await future
         except asyncio.CancelledError:
             if link.cancel(call):
                 self._settle(call, asyncio.CancelledError(), raise_it=False)
             raise
         finally:
-            timer.cancel()
+            deadlines.done()
         return self._settle(call, outcome)
 
-    def _expire(self, link: Link, call: Call, waiter: AsyncWaiter) -> None:
-        if link.forget(call) and not waiter.future.done():
-            waiter.future.set_result(self._expired_error(call))
+    def _expire(self, link: Link, call: Call) -> None:
+        future = cast(AsyncWaiter, call.waiter).future
+        if link.forget(call) and not future.done():
+            future.set_result(self._expired_error(call))
 
     def _expired_error(self, call: Call) -> DeadlineExceeded:
         what = "call" if call.single else f"map of {call.size} items"
