@@ -39,6 +39,27 @@ class Channel:
         self._conn: Any = client.connection_pool.make_connection()
         self.round_trips = 0
 
+    def send(self, commands: Sequence[tuple[Any, ...]]) -> None:
+        """Write ``commands`` without reading (read each reply with :meth:`read`); no retry."""
+        self.round_trips += 1
+        try:
+            self._conn.send_packed_command(self._pack(commands), check_health=False)
+        except BaseException:
+            self._conn.disconnect()
+            raise
+
+    def read(self, timeout: float | None = None) -> Any:
+        """The next reply (a ResponseError as a value), waiting up to ``timeout`` seconds if given
+        (longer than the connection's socket timeout, for a blocking command); an interrupted read
+        drops the connection, whose stream would be out of step."""
+        try:
+            return self._conn.read_response() if timeout is None else self._conn.read_response(timeout=timeout)
+        except ResponseError as error:
+            return error
+        except BaseException:
+            self._conn.disconnect()
+            raise
+
     def run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and return their replies in order, a command's error
         (a ResponseError) as its reply. An outage raises a redis-py ConnectionError or TimeoutError

@@ -109,7 +109,7 @@ class RemoteBatcher(Generic[T, U]):
 
     def _prepare(
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
-    ) -> tuple[Call, float, Link]:
+    ) -> tuple[Call, float, Link, bool]:
         # The same rules as Batcher's calls: a bad explicit timeout raises, a passed ambient deadline
         # leaves no time; the default is finite, so there is always a number.
         seconds = call_timeout(timeout, self.timeout)
@@ -132,14 +132,14 @@ class RemoteBatcher(Generic[T, U]):
                 raise BatcherClosed(f"remote batcher {self.name!r} is closed and accepts no calls")
             self._inflight.add(call)
             self._submitted += len(items)
-        link.submit(call, may_block=isinstance(waiter, SyncWaiter))
-        return call, seconds, link
+        lone = link.submit(call, may_block=waiter.__class__ is SyncWaiter)
+        return call, seconds, link, lone
 
     def _call_sync(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
         waiter = SyncWaiter()
-        call, seconds, link = self._prepare(items, single, timeout, waiter)
+        call, seconds, link, lone = self._prepare(items, single, timeout, waiter)
         try:
-            if not waiter.wait(seconds):
+            if not (link.wait_lone(call, waiter) if lone else waiter.wait(seconds)):
                 if link.forget(call):
                     return self._settle(call, self._expired_error(call))
                 waiter.wait(None)  # resolved at the same moment: its outcome is on the way
@@ -156,7 +156,7 @@ class RemoteBatcher(Generic[T, U]):
     async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
         loop = asyncio.get_running_loop()
         waiter = AsyncWaiter(loop)
-        call, _, link = self._prepare(items, single, timeout, waiter)
+        call, _, link, _ = self._prepare(items, single, timeout, waiter)
         future = waiter.future
         deadlines = deadlines_of(loop)
         deadlines.add(call.deadline, future, self._expire, link, call)

@@ -24,10 +24,20 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
+from ._calls import Alarm, AsyncWaiter, Call, Outcome, SyncWaiter, settle
 from ._channel import Channel
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
-from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Script, decode_error, decode_replies, pack_header, reply_key
+from ._wire import (
+    ADMIT,
+    CANCEL,
+    MAX_CALLS_PER_ENTRY,
+    REPLY_TTL_MS,
+    Script,
+    decode_error,
+    decode_replies,
+    pack_header,
+    reply_key,
+)
 
 __all__ = ["Link", "acquire", "release"]
 
@@ -36,18 +46,22 @@ logger = logging.getLogger("microbatch.remote")
 _BLOCK = 1.0  # seconds a BLPOP waits before the listener checks whether it should stop
 _OUTAGE_GRACE = 1.0  # how long the listener tries to get back to the same Redis before failing calls
 
+#: One script to run: the script, its arguments after the two keys' count, the calls it carries.
+_Op = tuple[Script, list[object], list[Call]]
+
 
 class Link:
     """One process's connection to one Redis URL; see the module docstring."""
 
     __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
                  "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "_send_channel",
-                 "_direct_channel", "__weakref__")
+                 "_direct_channel", "_direct_thread", "_run_id", "direct_key", "__weakref__")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.reply_key = reply_key(self.client_id)
+        self.direct_key = self.reply_key + ":lone"  # the replies a lone caller pops itself
         self._redis = sync_client(url)
         self._lock = threading.Lock()
         self._wake = Alarm()  # rung when the sender has something to send
@@ -57,9 +71,11 @@ class Link:
         self._ids = itertools.count(1)
         self._users = 0
         self._closed = False
-        self._direct_busy = False  # a caller thread is sending its own admission
+        self._direct_busy = False  # a lone caller is sending its call and waiting for the reply itself
+        self._direct_thread = 0  # that caller's thread id
         self._send_channel = Channel(self._redis)  # the sender thread's connection
-        self._direct_channel = Channel(self._redis)  # the connection of the caller holding _direct_busy
+        self._direct_channel = Channel(self._redis)  # the lone caller's connection
+        self._run_id: str | None = None  # the Redis server the listener last saw (a restart loses the streams)
         self._sender = threading.Thread(target=self._send_loop, name=f"microbatch-remote-send[{redacted(url)}]",
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
@@ -78,32 +94,124 @@ class Link:
 
     # ---------------------------------------------------------------- called by callers
 
-    def submit(self, call: Call, *, may_block: bool) -> None:
-        """Send ``call``. A thread that may block (not an event loop) sends its own admission when it is
-        the process's only call in flight, saving a thread hop for a lone call; under load every call
-        queues for the sender thread, which pipelines them (a caller sending one call per round trip
-        costs more CPU per item than the hop: measured with load/bench_remote.py)."""
+    def submit(self, call: Call, *, may_block: bool) -> bool:
+        """Queue ``call`` for the sender thread, which pipelines what callers queued since its last round
+        trip; or, for a thread that may block (not an event loop) when its call is the process's only
+        one in flight, return True: the caller then sends and waits itself with :meth:`wait_lone`.
+        Under load a caller sending its own round trip costs more CPU per item than the hop through
+        the sender (measured with load/bench_remote.py), so only a lone call goes direct."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this link is closed")  # unreachable through RemoteBatcher
             call.request_id = next(self._ids)
             self._calls[call.request_id] = call
-            direct = may_block and len(self._calls) == 1 and not self._direct_busy
-            if direct:
+            if may_block and len(self._calls) == 1 and not self._direct_busy:
                 self._direct_busy = True
-            else:
-                self._outbox.append(call)
-                if len(self._outbox) == 1:
-                    self._wake.set()
-        if direct:
+                self._direct_thread = threading.get_ident()
+                return True
+            self._outbox.append(call)
+            if len(self._outbox) == 1:
+                self._wake.set()
+            return False
+
+    def wait_lone(self, call: Call, waiter: SyncWaiter) -> bool:
+        """Send a lone ``call`` (:meth:`submit` said so) and wait for its reply on the caller's thread.
+
+        The admission and a BLPOP on :attr:`direct_key` (where this call's entry asks the host to
+        reply) go in one write, so the reply comes back in the same round trip, with no sender or
+        listener thread in between. Returns like ``waiter.wait``: True once resolved, False at the
+        call's deadline. The stale replies of earlier lone calls that gave up are dispatched like
+        the listener's; an empty element is a wake-up (a refusal, or ``close(drain=False)``).
+        """
+        channel = self._direct_channel
+        try:
+            first = True
+            while True:
+                if waiter.wait(0):
+                    return True
+                if call.request_id not in self._calls:  # another thread took it (close(drain=False)): it resolves it
+                    return waiter.wait(None)
+                left = call.deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    return False
+                block = min(max(left, 0.002), _BLOCK)  # BLPOP's 0 means forever; it counts whole milliseconds
+                pop = ("BLPOP", self.direct_key, block)
+                try:
+                    if first:
+                        first = False
+                        if not self._send_lone(channel, call, pop):
+                            first = True  # refused (resolved) or the scripts were loaded: look again
+                            continue
+                    else:
+                        channel.send([pop])
+                    popped = channel.read(block + CONNECT_TIMEOUT)
+                except OUTAGE:
+                    if call.entry_id is None:  # not admitted (or not known to be): as the sender fails it
+                        self._fail([call], lambda: RedisUnavailable(
+                            f"Redis at {redacted(self.url)} is unreachable; the call was not sent: "
+                            "retry once Redis is back"))
+                    else:
+                        self._lone_outage(call)
+                    continue
+                if isinstance(popped, Exception):
+                    raise popped
+                if popped is not None and popped[1]:
+                    self._dispatch(cast(bytes, popped[1]))
+        except Exception:  # as the sender: the caller gets a clear error, never a hang
+            logger.exception("microbatch.remote: a lone call to %s failed", redacted(self.url))
+            self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
+            return waiter.wait(0)
+        finally:
+            with self._lock:
+                self._direct_busy = False
+                self._direct_thread = 0
+
+    def _send_lone(self, channel: Channel, call: Call, pop: tuple[object, ...]) -> bool:
+        """Write the lone call's admission and the BLPOP; read the admission's answer. False when it was
+        not admitted: refused (the caller's waiter holds the error) or the scripts were missing (loaded
+        now; send again). The BLPOP then waits for nothing, so it is woken at once."""
+        ops = self._ops([call], [], self.direct_key)
+        if not ops:
+            return False  # no time left: the next pass returns
+        script, args, calls = ops[0]
+        channel.send([("EVALSHA", script.sha, 2, *args), pop])
+        result = channel.read()
+        missing = isinstance(result, NoScriptError)
+        if not missing:
+            self._admitted(calls, result)
+        if call.entry_id is not None:
+            return True
+        self._wake_lone()  # the BLPOP behind the admission waits for nothing: end it
+        popped = channel.read(CONNECT_TIMEOUT)
+        if popped is not None and not isinstance(popped, Exception) and popped[1]:
+            self._dispatch(cast(bytes, popped[1]))  # an earlier lone call's late reply
+        if missing:  # a restarted or flushed Redis forgot the script; the next pass sends the call again
+            channel.run([("SCRIPT", "LOAD", script.source)])
+        return False
+
+    def _lone_outage(self, call: Call) -> None:
+        """Redis went away while a lone call waited: it survives if the same server answers again within
+        the grace period (as the listener's calls do), else it fails now, not at its deadline."""
+        started = time.monotonic()
+        pause = threading.Event()
+        while time.monotonic() - started < _OUTAGE_GRACE and time.monotonic() < call.deadline and not self._closed:
             try:
-                self._send(self._direct_channel, [call], [])
-            except Exception:
-                logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
-                self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
-            finally:
-                with self._lock:
-                    self._direct_busy = False
+                now_id = str(self._redis.info("server")["run_id"])
+            except OUTAGE:
+                pause.wait(0.05)
+                continue
+            if self._run_id is None or now_id == self._run_id:
+                return
+            break  # another server: a restart lost the streams
+        self._fail([call], lambda: RedisUnavailable(f"Redis at {redacted(self.url)} went away while the call waited "
+                                                    "for its result; it may or may not have run"))
+
+    def _wake_lone(self) -> None:
+        """Push an empty element to :attr:`direct_key`: a lone caller blocked in BLPOP looks at its call again."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(self.direct_key, b"")
+        pipe.pexpire(self.direct_key, REPLY_TTL_MS)  # nobody may pop it: it must not outlive the client
+        pipe.execute()
 
     def forget(self, call: Call) -> bool:
         """Take ``call`` out of the table (its caller stopped waiting); False if it was resolved meanwhile."""
@@ -120,7 +228,13 @@ class Link:
                 self._cancels.append(call)
                 self._wake.set()
             # Not sent yet: the sender skips it. On the wire: the sender queues the cancel on its answer.
-            return True
+            lone_elsewhere = self._direct_thread not in (0, threading.get_ident())
+        if lone_elsewhere:  # close(drain=False) from another thread: the lone caller may be in its BLPOP
+            try:
+                self._wake_lone()
+            except OUTAGE:
+                pass  # it notices at its next BLPOP timeout
+        return True
 
     # ---------------------------------------------------------------- the sender thread
 
@@ -143,27 +257,7 @@ class Link:
 
     def _send(self, channel: Channel, admits: list[Call], cancels: list[Call]) -> None:
         """One pipelined round trip: the calls for each batcher name packed into one entry, then the cancels."""
-        now = time.monotonic()
-        groups: dict[str, list[Call]] = {}
-        for call in admits:
-            if call.cancelled or call.deadline <= now:
-                continue  # nothing is sent for a call that has no time left: its caller's timer fires now
-            groups.setdefault(call.keys.requests, []).append(call)
-        ops: list[tuple[Script, list[object], list[Call]]] = []
-        for calls in groups.values():
-            for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
-                chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
-                keys = chunk[0].keys
-                args: list[object] = [keys.requests, keys.waiting, self.reply_key]
-                for call in chunk:
-                    header = pack_header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
-                    args += (call.size, call.limit, header, call.payload)
-                ops.append((ADMIT, args, chunk))
-        for call in cancels:
-            keys = call.keys
-            message = b"%s %d" % (call.entry_id or b"", call.request_id)
-            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel, message,
-                                 "1" if call.alone else "0"], [call]))
+        ops = self._ops(admits, cancels, self.reply_key)
         if not ops:
             return
         try:
@@ -178,8 +272,33 @@ class Link:
             if script is ADMIT:
                 self._admitted(calls, result)
 
+    def _ops(self, admits: list[Call], cancels: list[Call], reply_to: str) -> list[_Op]:
+        """The scripts to run: one ADMIT per batcher name (and per MAX_CALLS_PER_ENTRY calls), then the cancels."""
+        now = time.monotonic()
+        groups: dict[str, list[Call]] = {}
+        for call in admits:
+            if call.cancelled or call.deadline <= now:
+                continue  # nothing is sent for a call that has no time left: its caller's timer fires now
+            groups.setdefault(call.keys.requests, []).append(call)
+        ops: list[_Op] = []
+        for calls in groups.values():
+            for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
+                chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
+                keys = chunk[0].keys
+                args: list[object] = [keys.requests, keys.waiting, reply_to]
+                for call in chunk:
+                    header = pack_header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
+                    args += (call.size, call.limit, header, call.payload)
+                ops.append((ADMIT, args, chunk))
+        for call in cancels:
+            keys = call.keys
+            message = b"%s %d" % (call.entry_id or b"", call.request_id)
+            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel, message,
+                                 "1" if call.alone else "0"], [call]))
+        return ops
+
     @staticmethod
-    def _execute(channel: Channel, ops: list[tuple[Script, list[object], list[Call]]]) -> list[object]:
+    def _execute(channel: Channel, ops: list[_Op]) -> list[object]:
         commands = [("EVALSHA", script.sha, 2, *args) for script, args, _ in ops]
         results = channel.run(commands)
         if any(isinstance(r, NoScriptError) for r in results):
@@ -226,15 +345,14 @@ class Link:
         listen = sync_client(self.url, socket_timeout=_BLOCK + CONNECT_TIMEOUT + 1.0)
         channel = Channel(listen)
         pop = [("BLPOP", self.reply_key, _BLOCK)]
-        run_id: str | None = None
         try:
             while not self._closed:
                 try:
-                    if run_id is None:
-                        run_id = str(listen.info("server")["run_id"])
+                    if self._run_id is None:
+                        self._run_id = str(listen.info("server")["run_id"])
                     popped = channel.run(pop)[0]
                 except OUTAGE:
-                    run_id = self._ride_out_outage(listen, run_id)
+                    self._run_id = self._ride_out_outage(listen, self._run_id)
                     continue
                 if isinstance(popped, Exception):
                     raise popped
@@ -299,7 +417,8 @@ class Link:
         self._sender.join(5)
         self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
         self._send_channel.close()
-        self._direct_channel.close()
+        if not self._direct_busy:  # else its caller is still reading it (close(drain=False) woke it)
+            self._direct_channel.close()
         self._redis.close()
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "GROUP",
     "MAX_CALLS_PER_ENTRY",
     "REPLY_FIELD",
+    "REPLY_TTL_MS",
     "Header",
     "Keys",
     "Reply",
