@@ -1,10 +1,12 @@
 """A client process's link to one Redis: one sender thread, one listener thread, one reply key.
 
 Every :class:`~microbatch.remote.RemoteBatcher` of a process that uses the same URL shares it, so a
-process holds two Redis connections however many calls wait. The sender sends whatever callers
-queued since its last round trip in one pipelined round trip (the calls for one batcher name packed
-into one stream entry by one EVALSHA, and the cancellations); the listener
-pops this process's reply key and hands each result to its caller's thread or event loop.
+process holds a fixed handful of Redis connections however many calls wait (the sender's, the
+listener's, a lone caller's, one for plain commands). The sender sends whatever callers queued
+since its last round trip in one pipelined round trip (the calls for one batcher name packed into
+one stream entry by one EVALSHA, and the cancellations); the listener pops this process's reply key
+and hands each result to its caller's thread or event loop. A lone call from a thread skips both
+threads (see :mod:`~microbatch.remote._lone`).
 """
 
 from __future__ import annotations
@@ -24,15 +26,14 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import Alarm, AsyncWaiter, Call, Outcome, SyncWaiter, settle
+from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
 from ._channel import Channel
+from ._lone import _BLOCK, _OUTAGE_GRACE, LoneCalls, Op
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
 from ._wire import (
     ADMIT,
     CANCEL,
     MAX_CALLS_PER_ENTRY,
-    REPLY_TTL_MS,
-    Script,
     decode_error,
     decode_replies,
     pack_header,
@@ -43,19 +44,12 @@ __all__ = ["Link", "acquire", "release"]
 
 logger = logging.getLogger("microbatch.remote")
 
-_BLOCK = 1.0  # seconds a BLPOP waits before the listener checks whether it should stop
-_OUTAGE_GRACE = 1.0  # how long the listener tries to get back to the same Redis before failing calls
 
-#: One script to run: the script, its arguments after the two keys' count, the calls it carries.
-_Op = tuple[Script, list[object], list[Call]]
-
-
-class Link:
+class Link(LoneCalls):
     """One process's connection to one Redis URL; see the module docstring."""
 
     __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
-                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "_send_channel",
-                 "_direct_channel", "_direct_thread", "_run_id", "direct_key", "__weakref__")
+                 "_ids", "_sender", "_listener", "_users", "_closed", "_send_channel", "_run_id", "__weakref__")
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -113,105 +107,6 @@ class Link:
             if len(self._outbox) == 1:
                 self._wake.set()
             return False
-
-    def wait_lone(self, call: Call, waiter: SyncWaiter) -> bool:
-        """Send a lone ``call`` (:meth:`submit` said so) and wait for its reply on the caller's thread.
-
-        The admission and a BLPOP on :attr:`direct_key` (where this call's entry asks the host to
-        reply) go in one write, so the reply comes back in the same round trip, with no sender or
-        listener thread in between. Returns like ``waiter.wait``: True once resolved, False at the
-        call's deadline. The stale replies of earlier lone calls that gave up are dispatched like
-        the listener's; an empty element is a wake-up (a refusal, or ``close(drain=False)``).
-        """
-        channel = self._direct_channel
-        try:
-            first = True
-            while True:
-                if waiter.wait(0):
-                    return True
-                if call.request_id not in self._calls:  # another thread took it (close(drain=False)): it resolves it
-                    return waiter.wait(None)
-                left = call.deadline - time.monotonic()
-                if left <= 0 or self._closed:
-                    return False
-                block = min(max(left, 0.002), _BLOCK)  # BLPOP's 0 means forever; it counts whole milliseconds
-                pop = ("BLPOP", self.direct_key, block)
-                try:
-                    if first:
-                        first = False
-                        if not self._send_lone(channel, call, pop):
-                            first = True  # refused (resolved) or the scripts were loaded: look again
-                            continue
-                    else:
-                        channel.send([pop])
-                    popped = channel.read(block + CONNECT_TIMEOUT)
-                except OUTAGE:
-                    if call.entry_id is None:  # not admitted (or not known to be): as the sender fails it
-                        self._fail([call], lambda: RedisUnavailable(
-                            f"Redis at {redacted(self.url)} is unreachable; the call was not sent: "
-                            "retry once Redis is back"))
-                    else:
-                        self._lone_outage(call)
-                    continue
-                if isinstance(popped, Exception):
-                    raise popped
-                if popped is not None and popped[1]:
-                    self._dispatch(cast(bytes, popped[1]))
-        except Exception:  # as the sender: the caller gets a clear error, never a hang
-            logger.exception("microbatch.remote: a lone call to %s failed", redacted(self.url))
-            self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
-            return waiter.wait(0)
-        finally:
-            with self._lock:
-                self._direct_busy = False
-                self._direct_thread = 0
-
-    def _send_lone(self, channel: Channel, call: Call, pop: tuple[object, ...]) -> bool:
-        """Write the lone call's admission and the BLPOP; read the admission's answer. False when it was
-        not admitted: refused (the caller's waiter holds the error) or the scripts were missing (loaded
-        now; send again). The BLPOP then waits for nothing, so it is woken at once."""
-        ops = self._ops([call], [], self.direct_key)
-        if not ops:
-            return False  # no time left: the next pass returns
-        script, args, calls = ops[0]
-        channel.send([("EVALSHA", script.sha, 2, *args), pop])
-        result = channel.read()
-        missing = isinstance(result, NoScriptError)
-        if not missing:
-            self._admitted(calls, result)
-        if call.entry_id is not None:
-            return True
-        self._wake_lone()  # the BLPOP behind the admission waits for nothing: end it
-        popped = channel.read(CONNECT_TIMEOUT)
-        if popped is not None and not isinstance(popped, Exception) and popped[1]:
-            self._dispatch(cast(bytes, popped[1]))  # an earlier lone call's late reply
-        if missing:  # a restarted or flushed Redis forgot the script; the next pass sends the call again
-            channel.run([("SCRIPT", "LOAD", script.source)])
-        return False
-
-    def _lone_outage(self, call: Call) -> None:
-        """Redis went away while a lone call waited: it survives if the same server answers again within
-        the grace period (as the listener's calls do), else it fails now, not at its deadline."""
-        started = time.monotonic()
-        pause = threading.Event()
-        while time.monotonic() - started < _OUTAGE_GRACE and time.monotonic() < call.deadline and not self._closed:
-            try:
-                now_id = str(self._redis.info("server")["run_id"])
-            except OUTAGE:
-                pause.wait(0.05)
-                continue
-            if self._run_id is None or now_id == self._run_id:
-                return
-            break  # another server: a restart lost the streams
-        self._fail([call], lambda: RedisUnavailable(f"Redis at {redacted(self.url)} went away while the call waited "
-                                                    "for its result; it may or may not have run"))
-
-    def _wake_lone(self) -> None:
-        """Push an empty element to :attr:`direct_key`: a lone caller blocked in BLPOP looks at its call again."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.rpush(self.direct_key, b"")
-        pipe.pexpire(self.direct_key, REPLY_TTL_MS)  # nobody may pop it: it must not outlive the client
-        pipe.execute()
 
     def forget(self, call: Call) -> bool:
         """Take ``call`` out of the table (its caller stopped waiting); False if it was resolved meanwhile."""
@@ -272,7 +167,7 @@ class Link:
             if script is ADMIT:
                 self._admitted(calls, result)
 
-    def _ops(self, admits: list[Call], cancels: list[Call], reply_to: str) -> list[_Op]:
+    def _ops(self, admits: list[Call], cancels: list[Call], reply_to: str) -> list[Op]:
         """The scripts to run: one ADMIT per batcher name (and per MAX_CALLS_PER_ENTRY calls), then the cancels."""
         now = time.monotonic()
         groups: dict[str, list[Call]] = {}
@@ -280,7 +175,7 @@ class Link:
             if call.cancelled or call.deadline <= now:
                 continue  # nothing is sent for a call that has no time left: its caller's timer fires now
             groups.setdefault(call.keys.requests, []).append(call)
-        ops: list[_Op] = []
+        ops: list[Op] = []
         for calls in groups.values():
             for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
                 chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
@@ -298,7 +193,7 @@ class Link:
         return ops
 
     @staticmethod
-    def _execute(channel: Channel, ops: list[_Op]) -> list[object]:
+    def _execute(channel: Channel, ops: list[Op]) -> list[object]:
         commands = [("EVALSHA", script.sha, 2, *args) for script, args, _ in ops]
         results = channel.run(commands)
         if any(isinstance(r, NoScriptError) for r in results):
