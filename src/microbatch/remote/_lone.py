@@ -116,6 +116,9 @@ class LoneCalls:
             with self._lock:
                 self._direct_busy = False
                 self._direct_thread = 0
+                closed = self._closed
+            if closed:  # Link.close() left the lone connection to its caller
+                channel.close()
 
     def _send_lone(self, channel: Channel, call: Call, pop: tuple[object, ...]) -> bool:
         """Write the lone call's admission and the BLPOP; read the admission's answer. False when it was
