@@ -148,7 +148,7 @@ class RemoteBatcher(Generic[T, U]):
             if link.cancel(call):
                 self._settle(call, asyncio.CancelledError(), raise_it=False)
             raise
-        outcome = waiter.outcome
+        outcome = waiter.value
         if outcome is None:  # not under -O only: a woken waiter always carries its outcome
             raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a call woke without an outcome")
         return self._settle(call, outcome)
@@ -186,23 +186,28 @@ class RemoteBatcher(Generic[T, U]):
     def _settle(self, call: Call, outcome: Outcome, raise_it: bool = True) -> list[Any]:
         """Count the call's outcome, then return its results or raise its error."""
         n = call.size
-        results: list[Any] | None = None
-        error: BaseException | None = None
         if isinstance(outcome, BaseException):
-            error = outcome
+            error: BaseException = outcome
         else:
             try:
                 results = self.codec.decode(outcome)
-                if not isinstance(results, list) or len(results) != n:
-                    got = len(results) if isinstance(results, list) else type(results).__name__
-                    error = MicrobatchError(f"the host sent {got} results for {n} items")
             except Exception as exc:
                 error = MicrobatchError(f"the host's reply could not be decoded: {exc!r}")
+            else:
+                if isinstance(results, list) and len(results) == n:  # the path every served call takes
+                    elapsed = time.monotonic() - call.started
+                    with self._lock:
+                        self._inflight.discard(call)
+                        self._completed += n
+                        if not self._inflight:
+                            self._drained.notify_all()
+                    self._round_trips.add(elapsed)
+                    return results
+                got = len(results) if isinstance(results, list) else type(results).__name__
+                error = MicrobatchError(f"the host sent {got} results for {n} items")
         with self._lock:
             self._inflight.discard(call)
-            if error is None:
-                self._completed += n
-            elif isinstance(error, DeadlineExceeded):
+            if isinstance(error, DeadlineExceeded):
                 self._expired += n
             elif isinstance(error, asyncio.CancelledError):
                 self._cancelled += n
@@ -220,11 +225,6 @@ class RemoteBatcher(Generic[T, U]):
                 self._failed += n
             if not self._inflight:
                 self._drained.notify_all()
-        if error is None:
-            self._round_trips.add(time.monotonic() - call.started)
-            if results is None:
-                raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a reply without results")
-            return results
         if raise_it:
             raise error
         return []
@@ -286,7 +286,7 @@ class RemoteBatcher(Generic[T, U]):
             return
         for call in dropped:
             if link.cancel(call):
-                call.waiter.resolve(BatcherClosed(f"remote batcher {self.name!r} was closed with drain=False"))
+                call.waiter.resolve(BatcherClosed(f"remote batcher {self.name!r} was closed with drain=False"), None)
         with self._lock:
             link, self._link = self._link, None
         if link is not None and self._link_pid == _link.generation:

@@ -26,7 +26,8 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
+from .._waiters import send
+from ._calls import Alarm, Call, Outcome
 from ._channel import Channel
 from ._lone import _BLOCK, _OUTAGE_GRACE, LoneCalls, Op
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
@@ -43,6 +44,11 @@ from ._wire import (
 __all__ = ["Link", "acquire", "release"]
 
 logger = logging.getLogger("microbatch.remote")
+
+#: The host is told a call has this much less time than its caller waits (at most a twentieth of it):
+#: a host reckons deadlines on its own clock, from an estimate of Redis's, which may run a few ms
+#: late on a busy machine; the margin keeps it from running an item whose caller already gave up.
+_HOST_MARGIN = 0.010
 
 
 class Link(LoneCalls):
@@ -182,7 +188,9 @@ class Link(LoneCalls):
                 keys = chunk[0].keys
                 args: list[object] = [keys.requests, keys.waiting, reply_to]
                 for call in chunk:
-                    header = pack_header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
+                    left = call.deadline - now
+                    header = pack_header(call.request_id, call.single, left - min(_HOST_MARGIN, left / 20), call.size,
+                                         call.codec.name)
                     args += (call.size, call.limit, header, call.payload)
                 ops.append((ADMIT, args, chunk))
         for call in cancels:
@@ -318,25 +326,9 @@ class Link(LoneCalls):
 
 
 def _resolve_all(outcomes: list[tuple[Call, Outcome]]) -> None:
-    """Hand each caller its outcome; callers on one event loop are woken by one callback."""
-    by_loop: dict[object, list[tuple[AsyncWaiter, Outcome]]] = {}
-    for call, outcome in outcomes:
-        waiter = call.waiter
-        if isinstance(waiter, AsyncWaiter):
-            by_loop.setdefault(waiter.loop, []).append((waiter, outcome))
-        else:
-            waiter.resolve(outcome)
-    for group in by_loop.values():
-        loop = group[0][0].loop
-        try:
-            loop.call_soon_threadsafe(_settle_all, group)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting there any more
-
-
-def _settle_all(group: list[tuple[AsyncWaiter, Outcome]]) -> None:
-    for waiter, outcome in group:
-        settle(waiter.future, outcome)
+    """Hand each caller its outcome (as the value: the caller counts it, then raises an error);
+    callers on one event loop are woken by one callback."""
+    send([(call.waiter, outcome, None) for call, outcome in outcomes])
 
 
 # ---------------------------------------------------------------- one link per process and URL
