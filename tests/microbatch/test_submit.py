@@ -131,3 +131,20 @@ def test_a_raising_callback_is_logged_and_the_worker_keeps_serving(
     assert done.wait(10)
     assert b("y") == ("out", "y")
     assert "submit() callback raised" in caplog.text
+
+
+def test_with_return_exceptions_a_failed_item_takes_its_error_in_its_place(make_batcher: Any) -> None:
+    def upper_unless_bad(items: list[str]) -> list[str]:
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item.upper() for item in items]
+
+    b = make_batcher(upper_unless_bad, max_wait_ms=0)
+    mixed, whole = Outcomes(), Outcomes()
+    b.submit(["a", "bad", "c"], mixed, return_exceptions=True)
+    b.submit(["bad"], whole)
+    [(results, error, _)] = mixed.wait(1)
+    assert error is None and results[0::2] == ["A", "C"]
+    assert isinstance(results[1], ValueError) and str(results[1]) == "bad item"
+    [(results, error, _)] = whole.wait(1)
+    assert results is None and isinstance(error, ValueError)  # without it, the request fails whole

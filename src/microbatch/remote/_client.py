@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import msgpack
 
@@ -15,7 +15,7 @@ from .._admission import call_timeout
 from .._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from .._remote_errors import RedisUnavailable
 from . import _link
-from ._calls import AsyncWaiter, Call, Outcome, SyncWaiter, Waiter
+from ._calls import AsyncWaiter, Call, Mixed, Outcome, SyncWaiter, Waiter
 from ._codec import Codec, MsgpackCodec
 from ._deadlines import deadlines_of
 from ._link import Link, acquire, release
@@ -97,18 +97,45 @@ class RemoteBatcher(Generic[T, U]):
         """Run ``item`` at a host from any event loop; cancelling the await tells the hosts to drop it."""
         return (await self._call_async([item], True, timeout))[0]  # type: ignore[no-any-return]
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request (admitted whole or not at all); results in input order."""
-        batch = list(items)
-        return self._call_sync(batch, False, timeout) if batch else []
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request (admitted whole or not at all); results in input order.
+
+        With ``return_exceptions`` an item whose batch function call failed at the host (after
+        isolation) has its exception in its place, as :meth:`Batcher.map <microbatch.Batcher.map>` does;
+        errors of the map as a whole (Overloaded, DeadlineExceeded, RedisUnavailable...) are still raised.
+        """
+        batch = list(items)
+        return self._call_sync(batch, False, timeout, return_exceptions) if batch else []
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
         batch = list(items)
-        return await self._call_async(batch, False, timeout) if batch else []
+        return await self._call_async(batch, False, timeout, return_exceptions) if batch else []
 
     def _prepare(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Call, float, Link, bool]:
         # The same rules as Batcher's calls: a bad explicit timeout raises, a passed ambient deadline
         # leaves no time; the default is finite, so there is always a number.
@@ -125,6 +152,7 @@ class RemoteBatcher(Generic[T, U]):
         now = time.monotonic()
         call = Call(self._keys, self.codec, self.max_queue_size, single, len(items), payload, now + seconds, now,
                     waiter, self._retry_after)
+        call.return_exceptions = return_exceptions
         link = self._get_link()
         with self._lock:
             if self._closing:
@@ -135,9 +163,11 @@ class RemoteBatcher(Generic[T, U]):
         lone = link.submit(call, may_block=waiter.__class__ is SyncWaiter)
         return call, seconds, link, lone
 
-    def _call_sync(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
+    def _call_sync(
+        self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
+    ) -> list[Any]:
         waiter = SyncWaiter()
-        call, seconds, link, lone = self._prepare(items, single, timeout, waiter)
+        call, seconds, link, lone = self._prepare(items, single, timeout, waiter, return_exceptions)
         try:
             if not (link.wait_lone(call, waiter) if lone else waiter.wait(seconds)):
                 if link.forget(call):
@@ -153,10 +183,12 @@ class RemoteBatcher(Generic[T, U]):
             raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a call woke without an outcome")
         return self._settle(call, outcome)
 
-    async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
+    async def _call_async(
+        self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
+    ) -> list[Any]:
         loop = asyncio.get_running_loop()
         waiter = AsyncWaiter(loop)
-        call, _, link, _ = self._prepare(items, single, timeout, waiter)
+        call, _, link, _ = self._prepare(items, single, timeout, waiter, return_exceptions)
         future = waiter.future
         deadlines = deadlines_of(loop)
         deadlines.add(call.deadline, future, self._expire, link, call)
@@ -189,16 +221,22 @@ class RemoteBatcher(Generic[T, U]):
         if isinstance(outcome, BaseException):
             error: BaseException = outcome
         else:
+            mixed, payload = (outcome, outcome.payload) if isinstance(outcome, Mixed) else (None, outcome)
             try:
-                results = self.codec.decode(outcome)
+                results = self.codec.decode(payload)
+                if mixed is not None and isinstance(results, list) and len(results) == n:
+                    for index, item_error in mixed.errors.items():
+                        results[index] = item_error  # an IndexError here is a malformed reply, as below
             except Exception as exc:
                 error = MicrobatchError(f"the host's reply could not be decoded: {exc!r}")
             else:
                 if isinstance(results, list) and len(results) == n:  # the path every served call takes
+                    failed = 0 if mixed is None else len(mixed.errors)  # returned in their places
                     elapsed = time.monotonic() - call.started
                     with self._lock:
                         self._inflight.discard(call)
-                        self._completed += n
+                        self._completed += n - failed
+                        self._failed += failed
                         if not self._inflight:
                             self._drained.notify_all()
                     self._round_trips.add(elapsed)

@@ -310,7 +310,7 @@ class Host(Replying, Liveness):
         try:
             if timeout is not None and timeout <= 0:
                 raise DeadlineExceeded(f"the request to {self.keys.name!r} passed its deadline waiting for room")
-            cancel = self.batcher.submit(items, done, timeout=timeout)
+            cancel = self.batcher.submit(items, done, timeout=timeout, return_exceptions=header.return_exceptions)
         except CircuitOpen as exc:  # the model is failing: the caller hears it (with retry_after), no waiting here
             done(None, exc)
             return True

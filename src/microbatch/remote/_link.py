@@ -27,7 +27,7 @@ from redis.exceptions import NoScriptError
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
 from .._waiters import send
-from ._calls import Alarm, Call, Outcome
+from ._calls import Alarm, Call, Mixed, Outcome
 from ._channel import Channel
 from ._lone import _BLOCK, _OUTAGE_GRACE, LoneCalls, Op
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
@@ -190,7 +190,7 @@ class Link(LoneCalls):
                 for call in chunk:
                     left = call.deadline - now
                     header = pack_header(call.request_id, call.single, left - min(_HOST_MARGIN, left / 20), call.size,
-                                         call.codec.name)
+                                         call.codec.name, call.return_exceptions)
                     args += (call.size, call.limit, header, call.payload)
                 ops.append((ADMIT, args, chunk))
         for call in cancels:
@@ -273,9 +273,8 @@ class Link(LoneCalls):
             return
         calls = self._calls
         with self._lock:
-            ready = [(calls.pop(request_id, None), payload, error) for request_id, payload, error in replies]
-        _resolve_all([(call, decode_error(*error) if error is not None else (payload or b""))
-                      for call, payload, error in ready if call is not None])
+            ready = [(calls.pop(reply[0], None), reply) for reply in replies]
+        _resolve_all([(call, _outcome(reply)) for call, reply in ready if call is not None])
 
     def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
         """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
@@ -323,6 +322,16 @@ class Link(LoneCalls):
         if not self._direct_busy:  # else its caller is still reading it (close(drain=False) woke it)
             self._direct_channel.close()
         self._redis.close()
+
+
+def _outcome(reply: list[Any]) -> Outcome:
+    """A reply from :func:`~microbatch.remote._wire.decode_replies` as its caller's outcome."""
+    _, payload, error, *failed = reply
+    if error is not None:
+        return decode_error(*error)
+    if failed:  # a map with return_exceptions, some of its items failed
+        return Mixed(payload or b"", {int(index): decode_error(*item_error) for index, item_error in failed[0]})
+    return payload or b""
 
 
 def _resolve_all(outcomes: list[tuple[Call, Outcome]]) -> None:

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import cast
 
 from redis import Redis
@@ -96,11 +97,11 @@ class LoneCalls:
                     else:
                         channel.send([pop])
                     popped = channel.read(block + CONNECT_TIMEOUT)
-                except OUTAGE:
+                except OUTAGE as exc:
                     if call.entry_id is None:  # not admitted (or not known to be): as the sender fails it
-                        self._fail([call], lambda: RedisUnavailable(
-                            f"Redis at {redacted(self.url)} is unreachable; the call was not sent: "
-                            "retry once Redis is back"))
+                        message = (f"Redis at {redacted(self.url)} is unreachable ({exc}); the call was not sent: "
+                                   "retry once Redis is back")
+                        self._fail([call], partial(RedisUnavailable, message))
                     else:
                         self._lone_outage(call)
                     continue

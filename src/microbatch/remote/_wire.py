@@ -96,21 +96,28 @@ class Header:
     timeout: float | None  # seconds left when the call was sent; None: no limit
     size: int
     codec: str
+    return_exceptions: bool = False  # a map that takes its failed items' errors in their places
 
     def pack(self) -> bytes:
-        return pack_header(self.request_id, self.single, self.timeout, self.size, self.codec)
+        return pack_header(self.request_id, self.single, self.timeout, self.size, self.codec, self.return_exceptions)
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
-        request_id, single, timeout, size, codec = msgpack.unpackb(data, raw=False)
+        request_id, single, timeout, size, codec, *rest = msgpack.unpackb(data, raw=False)
         if not isinstance(request_id, int) or not isinstance(size, int) or size < 1:
             raise ValueError(f"a malformed call header: {data!r}")
-        return cls(request_id, bool(single), None if timeout is None else float(timeout), size, str(codec))
+        return cls(request_id, bool(single), None if timeout is None else float(timeout), size, str(codec),
+                   bool(rest and rest[0]))
 
 
-def pack_header(request_id: int, single: bool, timeout: float | None, size: int, codec: str) -> bytes:
+def pack_header(
+    request_id: int, single: bool, timeout: float | None, size: int, codec: str, return_exceptions: bool = False
+) -> bytes:
     """:meth:`Header.pack` without building a Header: the client packs one per call on its hot path."""
-    return msgpack.packb([request_id, single, timeout, size, codec], use_bin_type=True)  # type: ignore[no-any-return]
+    fields = [request_id, single, timeout, size, codec]
+    if return_exceptions:  # only then: a header without it reads as before
+        fields.append(True)
+    return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def stream_age(entry_id: bytes | str, redis_clock_offset: float) -> float:
@@ -123,8 +130,13 @@ def stream_age(entry_id: bytes | str, redis_clock_offset: float) -> float:
 # ---------------------------------------------------------------------------------------------- replies
 
 
-#: One call's outcome on the wire: (request id, the codec's bytes of its results or None, its error or None).
-Reply = tuple[int, bytes | None, tuple[str, str, dict[str, Any]] | None]
+#: An error as data: its type's name, its message, the attributes its microbatch type needs.
+WireError = tuple[str, str, dict[str, Any]]
+
+#: One call's outcome on the wire: (request id, the codec's bytes of its results or None, its error or
+#: None), and for a map with ``return_exceptions`` whose items failed in part, a fourth element: the
+#: ``(index, error)`` of each failed item (its place in the results holds None).
+Reply = tuple[int, bytes | None, WireError | None] | tuple[int, bytes | None, None, list[tuple[int, WireError]]]
 
 
 def encode_replies(replies: list[Reply]) -> bytes:
@@ -132,8 +144,9 @@ def encode_replies(replies: list[Reply]) -> bytes:
     return msgpack.packb(replies, use_bin_type=True)  # type: ignore[no-any-return]
 
 
-def decode_replies(blob: bytes) -> list[tuple[int, bytes | None, list[Any] | None]]:
-    """The ``(request id, payload, error)`` of each reply in a blob from :func:`encode_replies`."""
+def decode_replies(blob: bytes) -> list[list[Any]]:
+    """The ``[request id, payload, error]`` (and, for a partly failed map, ``item errors``) of each reply
+    in a blob from :func:`encode_replies`."""
     return msgpack.unpackb(blob, raw=False, use_list=True)  # type: ignore[no-any-return]
 
 
@@ -147,7 +160,7 @@ _KNOWN: dict[str, type[MicrobatchError]] = {
 }
 
 
-def encode_error(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
+def encode_error(exc: BaseException) -> WireError:
     """An exception as data: its type's name, its message and the attributes its microbatch type needs."""
     cls = type(exc)
     if isinstance(exc, RemoteError):
