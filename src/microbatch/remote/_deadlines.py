@@ -14,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 __all__ = ["LoopDeadlines", "deadlines_of"]
+
+logger = logging.getLogger("microbatch.remote")
 
 #: (deadline as time.monotonic(), sequence, the caller's future, expire, its arguments)
 _Entry = tuple[float, int, "asyncio.Future[Any]", Callable[..., None], tuple[Any, ...]]
@@ -79,7 +82,10 @@ class LoopDeadlines:
         while heap and (heap[0][0] <= now or heap[0][2].done()):
             _, _, future, expire, args = heapq.heappop(heap)
             if not future.done():
-                expire(*args)
+                try:
+                    expire(*args)
+                except Exception:  # the timer must be set again for the other calls, whatever happens
+                    logger.exception("microbatch.remote: expiring a call raised; its caller waits for its result")
         if heap:
             self._arm(heap[0][0])
 
