@@ -44,6 +44,7 @@ __all__ = [
     "GROUP",
     "MAX_CALLS_PER_ENTRY",
     "REPLY_FIELD",
+    "REPLY_TTL_MS",
     "Header",
     "Keys",
     "Reply",
@@ -52,6 +53,7 @@ __all__ = [
     "decode_replies",
     "encode_error",
     "encode_replies",
+    "pack_header",
     "stream_age",
 ]
 
@@ -97,10 +99,7 @@ class Header:
     return_exceptions: bool = False  # a map that takes its failed items' errors in their places
 
     def pack(self) -> bytes:
-        fields = [self.request_id, self.single, self.timeout, self.size, self.codec]
-        if self.return_exceptions:  # only then: a header without it reads as before
-            fields.append(True)
-        return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
+        return pack_header(self.request_id, self.single, self.timeout, self.size, self.codec, self.return_exceptions)
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
@@ -109,6 +108,16 @@ class Header:
             raise ValueError(f"a malformed call header: {data!r}")
         return cls(request_id, bool(single), None if timeout is None else float(timeout), size, str(codec),
                    bool(rest and rest[0]))
+
+
+def pack_header(
+    request_id: int, single: bool, timeout: float | None, size: int, codec: str, return_exceptions: bool = False
+) -> bytes:
+    """:meth:`Header.pack` without building a Header: the client packs one per call on its hot path."""
+    fields = [request_id, single, timeout, size, codec]
+    if return_exceptions:  # only then: a header without it reads as before
+        fields.append(True)
+    return msgpack.packb(fields, use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def stream_age(entry_id: bytes | str, redis_clock_offset: float) -> float:
