@@ -243,6 +243,39 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback))
         return functools.partial(self._cancel, request)
 
+    def submit_many(
+        self,
+        requests: Iterable[tuple[Iterable[T], Callable[[list[U] | None, BaseException | None], object], float | None]],
+    ) -> list[Callable[[], None] | Exception]:
+        """:meth:`submit` for many ``(items, callback, timeout)`` requests at once, under one hold of the lock.
+
+        The worker wakes once and finds them all queued, instead of dispatching the first while the rest
+        are still being submitted. Returns, for each request in order, its cancel function or the
+        exception that refused it (returned, not raised: the others are queued all the same).
+        """
+        outcomes: list[Callable[[], None] | Exception] = []
+        prepared: list[tuple[int, Request, list[Hashable] | None]] = []
+        for items, callback, timeout in requests:
+            try:
+                batch_items = as_items(items, "submit_many")
+                if not batch_items:
+                    callback([], None)
+                    outcomes.append(_nothing)
+                    continue
+                request, _, same = self._prepare(batch_items, False, timeout, CallbackWaiter(callback))
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            prepared.append((len(outcomes), request, same))
+            outcomes.append(functools.partial(self._cancel, request))
+        with self._lock:
+            for index, request, same in prepared:
+                try:
+                    self._enqueue_locked(request, same)
+                except Exception as exc:
+                    outcomes[index] = exc
+        return outcomes
+
     @property
     def stats(self) -> Stats:
         """A consistent snapshot of counters and recent timings."""
@@ -265,6 +298,15 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
+        request, timeout, same = self._prepare(items, single, timeout, waiter, return_exceptions)
+        with self._lock:
+            self._enqueue_locked(request, same)
+        return request, timeout
+
+    def _prepare(
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
+    ) -> tuple[Request, float | None, list[Hashable] | None]:
+        """The checks that need no lock: ``items`` as a request (and its coalescing keys), or raise why not."""
         timeout = remaining(self.timeout) if timeout is None else call_timeout(timeout, self.timeout)
         n = len(items)
         now = _clock.now()
@@ -290,32 +332,35 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
         request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
         request.return_exceptions = return_exceptions
-        with self._lock:
-            queue, policy, crew = self._queue, self._policy, self._crew
-            if self._closing:
-                self._stats.rejected += n
-                raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            running, breaker = self._stats.running, self._breaker
-            refused = (None if breaker.clean else breaker.refusal(
-                now, self.name, n, queue.depth + running, self.max_batch_size
-            )) or (None if queue.depth + fresh <= self.max_queue_size and self.max_queue_delay_ms is None else refusal(
-                policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
-            ))
-            if refused is not None:
-                self._stats.rejected += n
-                raise refused
-            if not crew.started:
-                crew.start(self.name)
-            self._pending.add(request)
-            queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
-            self._stats.submitted += n
-            self._stats.coalesced += n - fresh
-            if queued is not None:
-                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
-                policy.arrived(now, fresh)
-                crew.wake()
-        return request, timeout
+        return request, timeout, same
+
+    def _enqueue_locked(self, request: Request, same: list[Hashable] | None) -> None:
+        """Queue a prepared request (*locked*), or raise why not (closed, breaker open, queue full)."""
+        n, now, coalescer = request.size, request.arrival, self._coalescer
+        queue, policy, crew = self._queue, self._policy, self._crew
+        if self._closing:
+            self._stats.rejected += n
+            raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+        fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
+        running, breaker = self._stats.running, self._breaker
+        refused = (None if breaker.clean else breaker.refusal(
+            now, self.name, n, queue.depth + running, self.max_batch_size
+        )) or (None if queue.depth + fresh <= self.max_queue_size and self.max_queue_delay_ms is None else refusal(
+            policy, queue.depth, running, fresh, self.max_queue_size, self.max_queue_delay_ms, self.name
+        ))
+        if refused is not None:
+            self._stats.rejected += n
+            raise refused
+        if not crew.started:
+            crew.start(self.name)
+        self._pending.add(request)
+        queued = request if same is None else cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
+        self._stats.submitted += n
+        self._stats.coalesced += n - fresh
+        if queued is not None:
+            queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+            policy.arrived(now, fresh)
+            crew.wake()
 
     def _count_rejected(self, n: int) -> None:
         with self._lock:

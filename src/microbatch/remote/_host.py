@@ -21,7 +21,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import ResponseError
 
@@ -29,12 +29,12 @@ from .. import Batcher
 from .._errors import CircuitOpen, DeadlineExceeded, Overloaded
 from ._calls import Alarm
 from ._codec import Codec, MsgpackCodec
-from ._entries import EarlyCancels, Entry, parse_entry
+from ._entries import Call, EarlyCancels, Entry, parse_entry
 from ._liveness import Liveness
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
 from ._replying import Replying
-from ._state import Outcome, Parked
-from ._wire import GROUP, Header, Keys, stream_age
+from ._state import Outcome
+from ._wire import GROUP, Header, Keys, added_ms
 
 __all__ = ["Host", "serve"]
 
@@ -104,7 +104,7 @@ class Host(Replying, Liveness):
         # Finished calls, appended by the batcher's worker without a lock, taken in bulk by the flusher.
         self._outcomes: deque[Outcome] = deque()
         self._unsent: list[list[Any]] = []  # FINISH arguments a failed direct reply left for the flusher
-        self._parked: list[Parked] = []
+        self._parked: list[Call] = []  # calls waiting for room in the batcher, in order
         self._early = EarlyCancels()
         self._mean_entry = 1.0  # items per entry, recently: how many entries fill the room
         self._offset = 0.0  # Redis's clock minus ours, seconds
@@ -214,8 +214,7 @@ class Host(Replying, Liveness):
             backoff = 0.05
             self._came_back()
             for _stream, entries in response or []:
-                for entry_id, fields in entries:
-                    self._accept_safely(entry_id, fields)
+                self._accept_safely(entries)
 
     def _ensure_group(self) -> None:
         try:
@@ -241,91 +240,117 @@ class Host(Replying, Liveness):
                            time.monotonic() - self._down_since)
             self._down_since = None
 
-    def _accept_safely(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+    def _accept_safely(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
         try:
-            self._accept(entry_id, fields)
+            self._accept(entries)
         except Exception:  # the reader must outlive any entry; an unaccepted one is claimed again later
-            logger.exception("microbatch host %s: could not accept entry %r", self.consumer, entry_id)
+            logger.exception("microbatch host %s: could not accept entries %r", self.consumer,
+                             [entry_id for entry_id, _ in entries])
 
-    def _accept(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
-        """Take one entry: settle at once the calls that cannot run, submit the others to the batcher."""
-        with self._lock:
-            if entry_id in self._entries:
-                return  # already held (a claim of an entry this host holds)
-        try:
-            reply_to, calls = parse_entry(fields or {})
-        except Exception as exc:
-            if fields:  # no fields: deleted by its cancelled caller after delivery
-                logger.error("microbatch host %s: dropped unreadable entry %r (%s)", self.consumer, entry_id, exc)
-            with self._lock:
-                self._acks.append((entry_id, 0))
-            self._wake.set()
-            return
-        age = stream_age(entry_id, self._offset)
-        now = time.monotonic()
-        entry = Entry(entry_id, reply_to, sum(header.size for header, _ in calls), len(calls))
-        settled: list[tuple[Header, BaseException]] = []
-        runnable: list[tuple[Header, bytes, float | None]] = []
-        with self._lock:
-            if entry_id in self._entries:
-                return  # the reader and a claim both found it
-            dropped = self._early.pop(entry_id)
-            for header, payload in calls:
-                left = None if header.timeout is None else header.timeout - age
-                if header.request_id in dropped:
-                    self._cancelled_unrun += header.size
-                    settled.append((header, asyncio.CancelledError()))
-                elif header.codec != self.codec.name:
-                    settled.append((header, TypeError(
-                        f"the host of {self.keys.name!r} reads the {self.codec.name!r} codec but the client sent "
-                        f"{header.codec!r}: give both ends the same codec (an unread request is never unpickled)")))
-                elif left is not None and left <= 0:
-                    self._expired_unrun += header.size
-                    settled.append((header, DeadlineExceeded(
-                        f"the request to {self.keys.name!r} passed its deadline before a host read it")))
-                else:
-                    runnable.append((header, payload, None if left is None else now + left))
-                    self._held += header.size
-            self._entries[entry_id] = entry
-            self._mean_entry += 0.2 * (entry.size - self._mean_entry)
-        for header, error in settled:
-            self._done(entry, header.request_id, 0, None, error)
-        for header, payload, deadline in runnable:
+    def _accept(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
+        """Take the entries of one read: settle at once the calls that cannot run, submit the others to the
+        batcher in one step (so its worker finds them all queued when it wakes)."""
+        parsed: list[tuple[bytes, str, list[tuple[Header, bytes]]]] = []
+        unreadable: list[tuple[bytes, int]] = []
+        for entry_id, fields in entries:
             try:
-                items = self.codec.decode(payload)
-                if not isinstance(items, list) or len(items) != header.size:
-                    got = len(items) if isinstance(items, list) else type(items).__name__
-                    raise ValueError(f"the request's payload holds {got} items, its header says {header.size}")
+                reply_to, calls = parse_entry(fields or {})
             except Exception as exc:
-                self._done(entry, header.request_id, header.size, None, exc)
+                if fields:  # no fields: deleted by its cancelled caller after delivery
+                    logger.error("microbatch host %s: dropped unreadable entry %r (%s)", self.consumer, entry_id, exc)
+                unreadable.append((entry_id, 0))
                 continue
-            if not self._submit(entry, header, items, deadline):
-                with self._lock:
-                    self._parked.append((entry, header, items, deadline))
-
-    def _submit(self, entry: Entry, header: Header, items: list[Any], deadline: float | None) -> bool:
-        """Hand one call to the batcher; False if it has no room now (the caller parks the call)."""
-        done = functools.partial(self._done, entry, header.request_id, header.size)
-        timeout = None if deadline is None else deadline - time.monotonic()
-        try:
-            if timeout is not None and timeout <= 0:
-                raise DeadlineExceeded(f"the request to {self.keys.name!r} passed its deadline waiting for room")
-            cancel = self.batcher.submit(items, done, timeout=timeout)
-        except CircuitOpen as exc:  # the model is failing: the caller hears it (with retry_after), no waiting here
-            done(None, exc)
-            return True
-        except Overloaded:
-            return False  # a map larger than the batcher's free room, or entries packed fuller than before
-        except Exception as exc:
-            done(None, exc)
-            return True
+            parsed.append((entry_id, reply_to, calls))
+        now = time.monotonic()
+        redis_ms = (time.time() + self._offset) * 1000.0  # Redis's clock now, for the entries' ages
+        name = self.codec.name
+        settled: list[tuple[Call, BaseException]] = []
+        runnable: list[tuple[Call, bytes]] = []
         with self._lock:
-            cancelled = header.request_id in entry.dropped
-            if not cancelled:
-                entry.cancels[header.request_id] = cancel  # a no-op to call if the call is done meanwhile
-        if cancelled:
+            self._acks += unreadable
+            for entry_id, reply_to, calls in parsed:
+                if entry_id in self._entries:
+                    continue  # already held (a claim of an entry this host holds, or a read and a claim)
+                entry = self._entries[entry_id] = Entry(entry_id, reply_to, sum(header.size for header, _ in calls))
+                self._mean_entry += 0.2 * (entry.size - self._mean_entry)
+                dropped = self._early.pop(entry_id)
+                age = (redis_ms - added_ms(entry_id)) / 1000.0
+                for header, payload in calls:
+                    call = entry.calls[header.request_id] = Call(entry, header.request_id, header.size)
+                    left = None if header.timeout is None else header.timeout - age
+                    if dropped and header.request_id in dropped:
+                        self._cancelled_unrun += header.size
+                        settled.append((call, asyncio.CancelledError()))
+                    elif header.codec != name:
+                        settled.append((call, TypeError(
+                            f"the host of {self.keys.name!r} reads the {name!r} codec but the client sent "
+                            f"{header.codec!r}: give both ends the same codec (an unread request is never unpickled)")))
+                    elif left is not None and left <= 0:
+                        self._expired_unrun += header.size
+                        settled.append((call, DeadlineExceeded(
+                            f"the request to {self.keys.name!r} passed its deadline before a host read it")))
+                    else:
+                        call.held = header.size
+                        call.deadline = None if left is None else now + left
+                        runnable.append((call, payload))
+                        self._held += header.size
+        if unreadable:
+            self._wake.set()
+        for call, error in settled:
+            self._done(call, None, error)
+        decode = self.codec.decode
+        ready: list[Call] = []
+        for call, payload in runnable:
+            try:
+                items = decode(payload)
+                if type(items) is not list or len(items) != call.size:
+                    got = len(items) if isinstance(items, list) else type(items).__name__
+                    raise ValueError(f"the request's payload holds {got} items, its header says {call.size}")
+            except Exception as exc:
+                self._done(call, None, exc)
+                continue
+            call.items = items
+            ready.append(call)
+        parked = self._submit(ready)
+        if parked:
+            with self._lock:
+                self._parked += parked
+
+    def _submit(self, calls: list[Call]) -> list[Call]:
+        """Hand ``calls`` to the batcher in one step; returns those it has no room for now (to park), in order."""
+        now = time.monotonic()
+        requests: list[tuple[list[Any], Callable[[Any, BaseException | None], object], float | None]] = []
+        sent: list[Call] = []
+        for call in calls:
+            timeout = None if call.deadline is None else call.deadline - now
+            if timeout is not None and timeout <= 0:
+                self._done(call, None, DeadlineExceeded(
+                    f"the request to {self.keys.name!r} passed its deadline waiting for room"))
+                continue
+            requests.append((cast("list[Any]", call.items), functools.partial(self._done, call), timeout))
+            sent.append(call)
+        if not requests:
+            return []
+        outcomes = self.batcher.submit_many(requests)
+        parked: list[Call] = []
+        failed: list[tuple[Call, Exception]] = []
+        cancels: list[Callable[[], None]] = []
+        with self._lock:
+            for call, outcome in zip(sent, outcomes, strict=True):
+                if not isinstance(outcome, Exception):
+                    call.cancel, call.items = outcome, None
+                    if call.dropped:
+                        cancels.append(outcome)  # its caller gave up while it was being submitted
+                elif isinstance(outcome, Overloaded) and not isinstance(outcome, CircuitOpen):
+                    parked.append(call)  # a map larger than the free room, or entries packed fuller than before
+                else:
+                    failed.append((call, outcome))  # CircuitOpen: the caller hears it (with retry_after) at once
+        for call, error in failed:
+            self._done(call, None, error)
+        for cancel in cancels:
             cancel()
-        return True
+        return parked
+
 
 def serve(
     batcher: Batcher[Any, Any],

@@ -67,13 +67,14 @@ class Liveness(HostState):
                 self.keys.requests, GROUP, self.consumer, int(self.claim_idle * 1000), "0-0",
                 count=max(1, int(room / self._mean_entry)),
             )
-            for entry_id, fields in answer[1]:
-                with self._lock:
-                    new = entry_id not in self._entries
-                    self._claimed += new
-                if new:
-                    logger.info("microbatch host %s: claimed %r from a host that stopped", self.consumer, entry_id)
-                self._accept_safely(entry_id, fields)
+            claimed: list[tuple[bytes, dict[bytes, bytes] | None]] = answer[1]
+            with self._lock:
+                new = [entry_id for entry_id, _ in claimed if entry_id not in self._entries]
+                self._claimed += len(new)
+            for entry_id in new:
+                logger.info("microbatch host %s: claimed %r from a host that stopped", self.consumer, entry_id)
+            if claimed:
+                self._accept_safely(claimed)
 
     def _cancel_loop(self) -> None:
         backoff = 0.05
@@ -107,8 +108,9 @@ class Liveness(HostState):
             if entry is None:
                 self._early.add(entry_id, request_id)  # not read yet (or by another host): drop it if read later
             else:
-                cancel = entry.cancels.get(request_id)
-                if cancel is None:
-                    entry.dropped.add(request_id)  # parked, or being submitted right now
+                call = entry.calls.get(request_id)  # None: done already
+                if call is not None:
+                    cancel = call.cancel
+                    call.dropped = cancel is None  # parked, or being submitted right now
         if cancel is not None:
             cancel()

@@ -9,9 +9,9 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._entries import Entry
+from ._entries import Call
 from ._redis import OUTAGE
-from ._state import HostState, Parked
+from ._state import HostState
 from ._wire import FINISH, GROUP, REPLY_TTL_MS, Reply, Script, encode_error, encode_replies
 
 __all__ = ["Replying"]
@@ -29,12 +29,12 @@ class Replying(HostState):
 
     __slots__ = ()
 
-    def _done(self, entry: Entry, request_id: int, held: int, results: Any, error: BaseException | None) -> None:
+    def _done(self, call: Call, results: Any, error: BaseException | None) -> None:
         """A call's outcome, from the batcher's worker (maybe under the batcher's lock: no calls back into it)."""
         if self._abort.is_set():
             return  # after a forced stop nothing is acknowledged: another host reruns the entry
-        self._outcomes.append((entry, request_id, held, results, error))
-        if error is None and held == self._held:
+        self._outcomes.append((call, results, error))
+        if error is None and call.held == self._held:
             # The only call held (a lone caller): reply from this thread, sparing a hand-off to the flusher.
             # Results arrive after the batcher released its lock; with others held the flusher batches.
             replies, acks, parked = self._settle()
@@ -51,15 +51,8 @@ class Replying(HostState):
         while True:
             self._wake.wait(None)
             replies, acks, parked = self._settle()
-            for index, (entry, header, items, deadline) in enumerate(parked):
-                if header.request_id in entry.dropped:
-                    with self._lock:
-                        self._cancelled_unrun += header.size
-                    self._done(entry, header.request_id, header.size, None, asyncio.CancelledError())
-                elif not self._submit(entry, header, items, deadline):
-                    with self._lock:  # still no room: the rest stay parked, in order, before later ones
-                        self._parked[0:0] = parked[index:]
-                    break
+            if parked:
+                self._resubmit(parked)
             with self._lock:
                 unsent, self._unsent = self._unsent, []
             if acks or replies:
@@ -69,7 +62,22 @@ class Replying(HostState):
             if self._abort.is_set() or (self._closing and not (self._outcomes or self._acks or self._unsent)):
                 return
 
-    def _settle(self) -> tuple[dict[str, list[_Result]], list[tuple[bytes, int]], list[Parked]]:
+    def _resubmit(self, parked: list[Call]) -> None:
+        """Room was freed: submit the parked calls again (those still without room stay parked, in order)."""
+        live: list[Call] = []
+        for call in parked:
+            if call.dropped:
+                with self._lock:
+                    self._cancelled_unrun += call.size
+                self._done(call, None, asyncio.CancelledError())
+            else:
+                live.append(call)
+        still = self._submit(live)
+        if still:
+            with self._lock:  # before calls parked meanwhile
+                self._parked[0:0] = still
+
+    def _settle(self) -> tuple[dict[str, list[_Result]], list[tuple[bytes, int]], list[Call]]:
         """Take the finished calls: their replies by reply key, the entries now done, and (room having been
         freed) the parked calls to submit again."""
         outcomes = self._outcomes
@@ -82,16 +90,20 @@ class Replying(HostState):
         replies: dict[str, list[_Result]] = {}
         with self._lock:
             acks, self._acks = self._acks, []
-            for entry, request_id, held, results, error in taken:
-                self._held -= held
-                entry.cancels.pop(request_id, None)
+            entries = self._entries
+            for call, results, error in taken:
+                entry = call.entry
+                calls = entry.calls
+                if calls.pop(call.request_id, None) is None:
+                    continue  # settled already (each call has one outcome: this is only a safeguard)
+                call.cancel = None  # it leads back to the call (through the batcher's request): no cycle left to collect
+                self._held -= call.held
                 if not isinstance(error, asyncio.CancelledError):  # a cancelled call's caller is gone
-                    replies.setdefault(entry.reply_to, []).append((request_id, results, error))
-                entry.left -= 1
-                if entry.left == 0:
-                    del self._entries[entry.id]
+                    replies.setdefault(entry.reply_to, []).append((call.request_id, results, error))
+                if not calls:
+                    del entries[entry.id]
                     acks.append((entry.id, entry.size))
-            parked: list[Parked] = []
+            parked: list[Call] = []
             if taken:
                 parked, self._parked = self._parked, []
         if taken:

@@ -11,15 +11,13 @@ from redis import Redis
 from .. import Batcher
 from ._calls import Alarm
 from ._codec import Codec
-from ._entries import EarlyCancels, Entry
-from ._wire import Header, Keys
+from ._entries import Call, EarlyCancels, Entry
+from ._wire import Keys
 
-__all__ = ["HostState", "Outcome", "Parked"]
+__all__ = ["HostState", "Outcome"]
 
-#: A finished call, until the flusher takes it: (entry, request id, items it held, results, error).
-Outcome = tuple[Entry, int, int, Any, BaseException | None]
-#: A call waiting for room in the batcher: (entry, header, items, deadline as time.monotonic() or None).
-Parked = tuple[Entry, Header, list[Any], float | None]
+#: A finished call, until the flusher takes it: (call, results, error).
+Outcome = tuple[Call, Any, BaseException | None]
 
 
 class HostState:
@@ -54,7 +52,7 @@ class HostState:
     _acks: list[tuple[bytes, int]]  # entries settled without running, not yet acknowledged
     _outcomes: deque[Outcome]  # finished calls: appended by the worker without a lock, taken by the flusher
     _unsent: list[list[Any]]  # FINISH arguments a failed direct reply left for the flusher
-    _parked: list[Parked]
+    _parked: list[Call]  # calls waiting for room in the batcher, in order
     _early: EarlyCancels
     _mean_entry: float  # items per entry, recently: how many entries fill the room
     _offset: float  # Redis's clock minus ours, seconds
@@ -67,11 +65,11 @@ class HostState:
     _stop_requests: int  # stop() calls and signals; turned into _stopping/_abort by run()'s thread
 
     # Implemented by Host; declared here for its parts.
-    def _submit(self, entry: Entry, header: Header, items: list[Any], deadline: float | None) -> bool:
+    def _submit(self, calls: list[Call]) -> list[Call]:
         raise NotImplementedError
 
     def _went_down(self, exc: BaseException) -> None:
         raise NotImplementedError
 
-    def _accept_safely(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
+    def _accept_safely(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
         raise NotImplementedError
