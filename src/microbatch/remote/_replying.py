@@ -96,7 +96,7 @@ class Replying(HostState):
                 calls = entry.calls
                 if calls.pop(call.request_id, None) is None:
                     continue  # settled already (each call has one outcome: this is only a safeguard)
-                call.cancel = None  # it leads back to the call (through the batcher's request): no cycle left to collect
+                call.cancel = None  # it leads back here through the batcher's request: leave no cycle to collect
                 self._held -= call.held
                 if not isinstance(error, asyncio.CancelledError):  # a cancelled call's caller is gone
                     replies.setdefault(entry.reply_to, []).append((call.request_id, results, error))
