@@ -62,9 +62,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Stack:
-    """redis-server and one host, started and stopped by PID."""
+    """redis-server and one host of ``target`` serving ``name``, started and stopped by PID."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: str = "load.bench_remote:noop", name: str = NAME,
+                 flags: tuple[str, ...] | list[str] = ("--max-batch-size", "64")) -> None:
         self.dir = tempfile.mkdtemp(prefix="mb-bench-")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -76,16 +77,15 @@ class Stack:
                                       stdout=subprocess.DEVNULL)
         path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
-        self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", "load.bench_remote:noop", "--url",
-                                      self.url, "--name", NAME, "--max-batch-size", "64", "--log-level", "WARNING"],
-                                     cwd=ROOT, env=env)
+        self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", target, "--url", self.url,
+                                      "--name", name, *flags, "--log-level", "WARNING"], cwd=ROOT, env=env)
         import redis
 
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 30
         while True:  # wait for the host's first report (bounded)
             try:
-                if client.hlen(f"microbatch:{NAME}:hosts"):
+                if client.hlen(f"microbatch:{name}:hosts"):
                     break
             except redis.ConnectionError:
                 pass
