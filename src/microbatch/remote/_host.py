@@ -34,13 +34,14 @@ from ._liveness import Liveness
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
 from ._replying import Replying
 from ._state import Outcome
-from ._wire import GROUP, Header, Keys, added_ms
+from ._wire import FINISH, GROUP, Header, Keys, added_ms
 
 __all__ = ["Host", "serve"]
 
 logger = logging.getLogger("microbatch.remote")
 
 _BLOCK_MS = 500  # an XREADGROUP waits this long for work; a draining host stops after its current read
+_CARRY_WAIT = 0.002  # how long the reader waits for the calls it just submitted, to carry their replies
 _MAX_BACKOFF = 1.0
 _POLL = 0.5  # how often a thread waiting for a condition also checks for a stop signal
 _SIGNAL_POLL = 0.05  # how often run()'s thread looks at stop requests
@@ -95,6 +96,8 @@ class Host(Replying, Liveness):
         self._lock = threading.Lock()
         self._room = Alarm()  # rung by the flusher when calls finish: the reader may read again
         self._wake = Alarm()  # rung when a call finishes: the flusher sends its reply
+        self._ready = Alarm()  # rung when a call finishes while the reader waits to carry the replies
+        self._carrying = False  # the reader is about to take the finished calls: the flusher leaves them
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._finished = threading.Event()  # set once run() is done with the helpers
@@ -196,10 +199,7 @@ class Host(Replying, Liveness):
             try:
                 if not self._group_ready:
                     self._ensure_group()
-                response: Any = self._reader.xreadgroup(
-                    GROUP, self.consumer, {self.keys.requests: ">"}, count=max(1, int(room / self._mean_entry)),
-                    block=_BLOCK_MS,
-                )
+                response: Any = self._read(max(1, int(room / self._mean_entry)), self._carry())
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):  # NOGROUP: Redis restarted empty, or someone deleted the stream
                     logger.error("microbatch host %s: XREADGROUP failed: %s", self.consumer, exc)
@@ -215,6 +215,40 @@ class Host(Replying, Liveness):
             self._came_back()
             for _stream, entries in response or []:
                 self._accept_safely(entries)
+
+    def _carry(self) -> list[Any] | None:
+        """The FINISH arguments to send with the next read: the calls just submitted usually finish within
+        moments (a fast model), so wait up to ``_CARRY_WAIT`` for them and reply in the read's round trip
+        instead of one of the flusher's own. A slow batch only delays the read by that much: its calls
+        could not start before it ends anyway, and the flusher replies for it."""
+        if self._held and not self._stopping.is_set():
+            self._carrying = True  # from now on the flusher leaves finished calls to this thread
+            if not self._outcomes:
+                self._ready.wait(_CARRY_WAIT)
+        replies, acks, parked = self._settle(carrying=True)
+        if parked:
+            self._resubmit(parked)
+        return self._finish_args(acks, replies) if acks or replies else None
+
+    def _read(self, count: int, finish: list[Any] | None) -> Any:
+        """XREADGROUP (blocking up to ``_BLOCK_MS``), after FINISH in the same round trip when there are
+        replies to send; FINISH arguments that could not be sent go to the flusher."""
+        if finish is None:
+            return self._reader.xreadgroup(GROUP, self.consumer, {self.keys.requests: ">"}, count=count,
+                                           block=_BLOCK_MS)
+        pipe = self._reader.pipeline(transaction=False)
+        pipe.evalsha(FINISH.sha, 2, self.keys.requests, self.keys.waiting, *finish)
+        pipe.xreadgroup(GROUP, self.consumer, {self.keys.requests: ">"}, count=count, block=_BLOCK_MS)
+        try:
+            finished, response = pipe.execute(raise_on_error=False)
+        except BaseException:
+            self._unsend(finish)
+            raise
+        if isinstance(finished, Exception):  # NOSCRIPT (a restarted Redis): the flusher loads it and resends
+            self._unsend(finish)
+        if isinstance(response, Exception):
+            raise response
+        return response
 
     def _ensure_group(self) -> None:
         try:

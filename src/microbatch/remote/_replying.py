@@ -11,7 +11,7 @@ from redis.exceptions import NoScriptError
 
 from ._entries import Call
 from ._redis import OUTAGE
-from ._state import HostState
+from ._state import HostState, Result
 from ._wire import FINISH, GROUP, REPLY_TTL_MS, Reply, Script, encode_error, encode_replies
 
 __all__ = ["Replying"]
@@ -19,10 +19,6 @@ __all__ = ["Replying"]
 logger = logging.getLogger("microbatch.remote")
 
 _MAX_BACKOFF = 1.0
-
-#: One reply before encoding: (request id, results or None, error or None).
-_Result = tuple[int, Any, BaseException | None]
-
 
 class Replying(HostState):
     """The :class:`~microbatch.remote.Host`'s flusher side (a mixin: the state is the host's)."""
@@ -43,6 +39,8 @@ class Replying(HostState):
             if parked:
                 with self._lock:
                     self._parked[0:0] = parked
+        if self._carrying:
+            self._ready.set()
         self._wake.set()
 
     # ------------------------------------------------------------------ replying
@@ -50,6 +48,10 @@ class Replying(HostState):
     def _flush_loop(self) -> None:
         while True:
             self._wake.wait(None)
+            if self._carrying and not (self._closing or self._unsent):
+                # The reader takes them within moments and replies with its next read. (A call that
+                # finishes after that take rings this alarm after the flag was cleared: none is left behind.)
+                continue
             replies, acks, parked = self._settle()
             if parked:
                 self._resubmit(parked)
@@ -77,18 +79,17 @@ class Replying(HostState):
             with self._lock:  # before calls parked meanwhile
                 self._parked[0:0] = still
 
-    def _settle(self) -> tuple[dict[str, list[_Result]], list[tuple[bytes, int]], list[Call]]:
+    def _settle(self, carrying: bool = False) -> tuple[dict[str, list[Result]], list[tuple[bytes, int]], list[Call]]:
         """Take the finished calls: their replies by reply key, the entries now done, and (room having been
-        freed) the parked calls to submit again."""
-        outcomes = self._outcomes
-        taken = []
-        while outcomes:
-            try:
-                taken.append(outcomes.popleft())
-            except IndexError:  # another thread took the last one
-                break
-        replies: dict[str, list[_Result]] = {}
+        freed) the parked calls to submit again. ``carrying``: the reader takes them (and ends its wait)."""
+        replies: dict[str, list[Result]] = {}
         with self._lock:
+            if carrying:
+                self._carrying = False
+            outcomes = self._outcomes
+            taken = []
+            while outcomes:  # appended by the worker without the lock; taken only under it
+                taken.append(outcomes.popleft())
             acks, self._acks = self._acks, []
             entries = self._entries
             for call, results, error in taken:
@@ -110,7 +111,7 @@ class Replying(HostState):
             self._room.set()
         return replies, acks, parked
 
-    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[_Result]]) -> list[Any]:
+    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[Result]]) -> list[Any]:
         """The FINISH script's arguments: the entries to acknowledge, then one blob of replies per client."""
         args: list[Any] = [GROUP, REPLY_TTL_MS, len(acks)]
         for entry_id, size in acks:
@@ -129,8 +130,7 @@ class Replying(HostState):
                 return
             except Exception as exc:
                 if not retry:
-                    with self._lock:
-                        self._unsent.append(args)
+                    self._unsend(args)
                     return
                 if not isinstance(exc, OUTAGE):
                     logger.exception("microbatch host %s: FINISH failed; its entries will be claimed again",
@@ -146,7 +146,13 @@ class Replying(HostState):
                 self._abort.wait(backoff)  # pacing reconnection attempts, not synchronisation
                 backoff = min(_MAX_BACKOFF, backoff * 2)
 
-    def _reply(self, outcome: _Result) -> Reply:
+    def _unsend(self, args: list[Any]) -> None:
+        """FINISH arguments another thread could not send: the flusher sends them (and retries)."""
+        with self._lock:
+            self._unsent.append(args)
+        self._wake.set()
+
+    def _reply(self, outcome: Result) -> Reply:
         request_id, results, error = outcome
         if error is None:
             try:

@@ -14,10 +14,12 @@ from ._codec import Codec
 from ._entries import Call, EarlyCancels, Entry
 from ._wire import Keys
 
-__all__ = ["HostState", "Outcome"]
+__all__ = ["HostState", "Outcome", "Result"]
 
 #: A finished call, until the flusher takes it: (call, results, error).
 Outcome = tuple[Call, Any, BaseException | None]
+#: One reply before encoding: (request id, results or None, error or None).
+Result = tuple[int, Any, BaseException | None]
 
 
 class HostState:
@@ -26,7 +28,8 @@ class HostState:
     are mixins over this state."""
 
     __slots__ = ("batcher", "url", "keys", "codec", "prefetch", "claim_idle", "report_interval", "consumer",
-                 "_lock", "_room", "_wake", "_stopping", "_abort", "_finished", "_redis", "_reader", "_entries",
+                 "_lock", "_room", "_wake", "_ready", "_carrying", "_stopping", "_abort", "_finished", "_redis",
+                 "_reader", "_entries",
                  "_held", "_acks", "_outcomes", "_unsent", "_parked", "_early", "_mean_entry", "_offset",
                  "_group_ready", "_down_since", "_expired_unrun", "_cancelled_unrun", "_claimed", "_closing",
                  "_stop_requests")
@@ -42,6 +45,8 @@ class HostState:
     _lock: threading.Lock  # guards the entries, the counts and the lists below
     _room: Alarm  # rung by the flusher when calls finish: the reader may read again
     _wake: Alarm  # rung when a call finishes: the flusher sends its reply
+    _ready: Alarm  # rung when a call finishes while the reader waits to carry the replies
+    _carrying: bool  # the reader is about to take the finished calls (and send them with its read)
     _stopping: threading.Event
     _abort: threading.Event
     _finished: threading.Event  # set once run() is done with the helpers
@@ -69,6 +74,19 @@ class HostState:
         raise NotImplementedError
 
     def _went_down(self, exc: BaseException) -> None:
+        raise NotImplementedError
+
+    # Implemented by Replying; declared here for the reader.
+    def _settle(self, carrying: bool = False) -> tuple[dict[str, list[Result]], list[tuple[bytes, int]], list[Call]]:
+        raise NotImplementedError
+
+    def _resubmit(self, parked: list[Call]) -> None:
+        raise NotImplementedError
+
+    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[Result]]) -> list[Any]:
+        raise NotImplementedError
+
+    def _unsend(self, args: list[Any]) -> None:
         raise NotImplementedError
 
     def _accept_safely(self, entries: list[tuple[bytes, dict[bytes, bytes] | None]]) -> None:
