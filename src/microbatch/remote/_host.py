@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import signal
 import socket
@@ -98,6 +99,7 @@ class Host(Replying, Liveness):
         self._wake = Alarm()  # rung when a call finishes: the flusher sends its reply
         self._ready = Alarm()  # rung when a call finishes while the reader waits to carry the replies
         self._carrying = False  # the reader is about to take the finished calls: the flusher leaves them
+        self._run_p99 = math.inf  # the batch function's run time p99, seconds (from the stats, each heartbeat)
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._finished = threading.Event()  # set once run() is done with the helpers
@@ -217,11 +219,12 @@ class Host(Replying, Liveness):
                 self._accept_safely(entries)
 
     def _carry(self) -> list[Any] | None:
-        """The FINISH arguments to send with the next read: the calls just submitted usually finish within
-        moments (a fast model), so wait up to ``_CARRY_WAIT`` for them and reply in the read's round trip
-        instead of one of the flusher's own. A slow batch only delays the read by that much: its calls
-        could not start before it ends anyway, and the flusher replies for it."""
-        if self._held and not self._stopping.is_set():
+        """The FINISH arguments to send with the next read: the calls finished by now, and with a fast model
+        (batches that ran in at most half of ``_CARRY_WAIT``, by the last stats) those just submitted:
+        they finish within moments, so wait up to ``_CARRY_WAIT`` for them and reply in the read's round
+        trip instead of one of the flusher's own. With a slow model the read never waits (new arrivals
+        may join a batch forming now), and the flusher replies as batches end."""
+        if self._held and self._run_p99 <= _CARRY_WAIT / 2 and not self._stopping.is_set():
             self._carrying = True  # from now on the flusher leaves finished calls to this thread
             if not self._outcomes:
                 self._ready.wait(_CARRY_WAIT)

@@ -46,9 +46,12 @@ class Liveness(HostState):
     def _heartbeat(self) -> None:
         seconds, micros = self._redis.time()
         self._offset = seconds + micros / 1e6 - time.time()
+        stats = self.batcher.stats
+        if stats.batches:
+            self._run_p99 = stats.run_time_p99
         report = {
             "at_ms": (seconds + micros / 1e6) * 1000.0,
-            "stats": stats_to_data(self.batcher.stats),
+            "stats": stats_to_data(stats),
             "max_batch_size": self.batcher.max_batch_size,
             "expired_unrun": self._expired_unrun,
             "cancelled_unrun": self._cancelled_unrun,

@@ -40,7 +40,11 @@ class Replying(HostState):
                 with self._lock:
                     self._parked[0:0] = parked
         if self._carrying:
-            self._ready.set()
+            with self._lock:  # the reader clears the flag as it takes the calls, under this lock
+                carrying = self._carrying
+            if carrying:  # it takes this one too: no need to wake the flusher
+                self._ready.set()
+                return
         self._wake.set()
 
     # ------------------------------------------------------------------ replying
