@@ -65,7 +65,7 @@ class Stack:
     """redis-server and one host of ``target`` serving ``name``, started and stopped by PID."""
 
     def __init__(self, target: str = "load.bench_remote:noop", name: str = NAME,
-                 flags: tuple[str, ...] | list[str] = ("--max-batch-size", "64")) -> None:
+                 flags: tuple[str, ...] | list[str] = ("--max-batch-size", "64"), root: Path = ROOT) -> None:
         self.dir = tempfile.mkdtemp(prefix="mb-bench-")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -75,10 +75,10 @@ class Stack:
         self.redis = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                        "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
                                       stdout=subprocess.DEVNULL)
-        path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        path = os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
         self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", target, "--url", self.url,
-                                      "--name", name, *flags, "--log-level", "WARNING"], cwd=ROOT, env=env)
+                                      "--name", name, *flags, "--log-level", "WARNING"], cwd=root, env=env)
         import redis
 
         client = redis.Redis.from_url(self.url)
