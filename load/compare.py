@@ -209,11 +209,22 @@ def server_command(framework: str, server: str, port: int, threads: int) -> list
     return [python, "-m", "waitress", "--host", "127.0.0.1", f"--port={port}", f"--threads={threads}", target]
 
 
-def http_json(url: str, body: Any = None, timeout: float = 60.0) -> Any:
+def http_json(url: str, body: Any = None, timeout: float = 60.0, *, sheds: int = 0) -> Any:
+    """POST ``body`` (GET without one) and read the JSON answer. Up to ``sheds`` times, a 503 with
+    Retry-After (the batcher shedding load it could not serve in time) is waited out and the call
+    made again, as the Locust users do."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        return json.load(response)
+    for attempt in range(sheds + 1):
+        request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as exc:
+            retry_after = exc.headers.get("Retry-After")
+            if exc.code != 503 or retry_after is None or attempt == sheds:
+                raise
+            time.sleep(min(float(retry_after), 5.0))  # pacing the retry the server asked for
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass
@@ -286,12 +297,14 @@ def warm_up(url: str) -> None:
     """Sequential single texts, then bursts of 32 concurrent ones, then a list: every code path runs
     once and the batcher has measured its cost model before anything is timed."""
     texts = sentences(96, seed=2)
+    # A busy machine slows the model, so the batcher may shed part of a burst: wait those out.
     for text in texts[:16]:
-        http_json(f"{url}/embed", {"text": text})
+        http_json(f"{url}/embed", {"text": text}, sheds=5)
     with ThreadPoolExecutor(32) as pool:
         for burst in range(2):
-            list(pool.map(lambda t: http_json(f"{url}/embed", {"text": t}), texts[32 * burst : 32 * burst + 32]))
-    http_json(f"{url}/embed", {"texts": texts[64:96]})
+            list(pool.map(lambda t: http_json(f"{url}/embed", {"text": t}, sheds=5),
+                          texts[32 * burst : 32 * burst + 32]))
+    http_json(f"{url}/embed", {"texts": texts[64:96]}, sheds=5)
 
 
 def batch_sizes(url: str) -> dict[str, int]:

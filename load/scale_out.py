@@ -22,6 +22,8 @@ workers, their master, and for the remote rows the host and redis-server). Then 
 under load on row 3's setup, the host is killed with SIGKILL, a new one is started, and every
 request that did not get a correct answer counts as lost (its entries are claimed by the new host
 after ``--claim-idle`` seconds). Every process it starts is stopped, whatever happens.
+The table, a plot of the rows side by side (``scale-out.png``), Locust's records and the logs go to
+``load/results/scale-out-*/``.
 """
 
 from __future__ import annotations
@@ -323,6 +325,43 @@ def report(results: list[Result], kill: dict[str, Any] | None) -> str:
     return "\n".join(lines)
 
 
+SHORT = {  # the plot's bar labels, by row
+    ROWS[0]: "Flask -w 1\nmodel in it",
+    ROWS[1]: "Flask -w 4\na model each",
+    ROWS[2]: "Flask -w 4\n+ one host",
+    ROWS[3]: "uvicorn -w 4\n+ one host",
+}
+
+
+def plot(results: list[Result], path: Path) -> None:
+    """The rows side by side: texts/s, p99, mean batch at the model and total RSS, one bar per setup."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [SHORT[r.row] for r in results]
+    colours = ["tab:blue" if not r.row.remote else "tab:green" for r in results]
+    panels = (
+        ("texts per second", [r.step.texts_per_s for r in results]),
+        ("p99 latency, ms", [r.step.p99_ms for r in results]),
+        ("mean batch at the model", [r.mean_batch or 0.0 for r in results]),
+        ("total RSS, MB", [r.rss_mb for r in results]),
+    )
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    for axis, (title, values) in zip(axes.flat, panels, strict=True):
+        bars = axis.bar(range(len(values)), values, color=colours)
+        axis.bar_label(bars, fmt="%.0f" if max(values, default=0) >= 100 else "%.1f", fontsize=8)
+        axis.set_xticks(range(len(values)), labels, fontsize=8)
+        axis.set_title(title)
+        axis.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Scale-out: {USERS} users, all-MiniLM-L6-v2 on {os.cpu_count()} CPUs\n"
+                 "blue: a model in the web workers; green: one model host through Redis")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load per row (default 20)")
@@ -345,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, kill)
     print(text)
     (out / "table.md").write_text(text + "\n")
+    if results:
+        plot(results, out / "scale-out.png")
+        print(f"plot: {(out / 'scale-out.png').relative_to(REPO)}")
     print(f"\n(logs and Locust records in {out.relative_to(REPO)})", file=sys.stderr)
     return 0
 

@@ -155,11 +155,9 @@ class BatchedFunction(Generic[T, U]):
         """Run many items as one request; outputs in input order.
 
         ``return_exceptions`` as in :meth:`microbatch.Batcher.map`: a failing item's exception in its place
-        (in-process batchers only: a remote map succeeds or fails as a whole).
+        (a remote batcher's too: the host sends each failed item's error back beside the other results).
         """
-        if not return_exceptions:
-            return self._current().map(items, timeout=timeout)
-        return self._in_process("map").map(items, timeout=timeout, return_exceptions=True)
+        return self._current().map(items, timeout=timeout, return_exceptions=return_exceptions)
 
     @overload
     async def amap(
@@ -175,9 +173,7 @@ class BatchedFunction(Generic[T, U]):
         self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
     ) -> list[Any]:
         """Async :meth:`map`."""
-        if not return_exceptions:
-            return await self._current().amap(items, timeout=timeout)
-        return await self._in_process("amap").amap(items, timeout=timeout, return_exceptions=True)
+        return await self._current().amap(items, timeout=timeout, return_exceptions=return_exceptions)
 
     @property
     def batcher(self) -> SupportsBatching[T, U]:
@@ -191,17 +187,6 @@ class BatchedFunction(Generic[T, U]):
 
     def __repr__(self) -> str:
         return f"<BatchedFunction {self.__name__}>"
-
-    def _in_process(self, method: str) -> Batcher[T, U]:
-        """The current app's batcher, which must run in this process; TypeError naming the fix otherwise."""
-        batcher = self._current()
-        if not isinstance(batcher, Batcher):
-            raise TypeError(
-                f"{self.__name__}.{method}(..., return_exceptions=True) needs an in-process batcher, but the Flask "
-                f"app sends {batcher.name!r} to model hosts (MICROBATCH_REMOTE), whose {method} succeeds or fails "
-                "as a whole: call it without return_exceptions, or batch this name in process"
-            )
-        return batcher
 
     def _current(self) -> SupportsBatching[T, U]:
         """The current app's batcher for this function, built on first use."""

@@ -224,7 +224,7 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
 
     def submit(
         self, items: Iterable[T], callback: Callable[[list[U] | None, BaseException | None], object], *,
-        timeout: float | None = None,
+        timeout: float | None = None, return_exceptions: bool = False,
     ) -> Callable[[], None]:
         """Queue ``items`` as one request, as :meth:`map` does, without waiting; returns a function that cancels it.
 
@@ -233,21 +233,26 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         and must not call this batcher. Refusals (Overloaded, BatcherClosed, ValueError...) raise here,
         as they do for ``map``. A request past its deadline is never run: it fails with DeadlineExceeded
         when the worker next forms a batch (no timer fires at the deadline itself). Cancelling a request
-        not yet resolved gives its callback ``asyncio.CancelledError``. For code that feeds a batcher from
-        its own loop, such as :mod:`microbatch.remote`'s host; everyone else calls ``map``/``amap``.
+        not yet resolved gives its callback ``asyncio.CancelledError``. ``return_exceptions`` works as it
+        does for ``map``: the results hold a failed item's exception in its place. For code that feeds a
+        batcher from its own loop, such as :mod:`microbatch.remote`'s host; everyone else calls
+        ``map``/``amap``.
         """
         batch_items = as_items(items, "submit")
         if not batch_items:
             callback([], None)
             return _nothing
-        request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback))
+        request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback), return_exceptions)
         return functools.partial(self._cancel, request)
 
     def submit_many(
         self,
-        requests: Iterable[tuple[Iterable[T], Callable[[list[U] | None, BaseException | None], object], float | None]],
+        requests: Iterable[
+            tuple[Iterable[T], Callable[[list[U] | None, BaseException | None], object], float | None, bool]
+        ],
     ) -> list[Callable[[], None] | Exception]:
-        """:meth:`submit` for many ``(items, callback, timeout)`` requests at once, under one hold of the lock.
+        """:meth:`submit` for many ``(items, callback, timeout, return_exceptions)`` requests at once, under
+        one hold of the lock.
 
         The worker wakes once and finds them all queued, instead of dispatching the first while the rest
         are still being submitted. Returns, for each request in order, its cancel function or the
@@ -255,14 +260,16 @@ class Batcher(PerInstance, Lifecycle, Generic[T, U]):
         """
         outcomes: list[Callable[[], None] | Exception] = []
         prepared: list[tuple[int, Request, list[Hashable] | None]] = []
-        for items, callback, timeout in requests:
+        for items, callback, timeout, return_exceptions in requests:
             try:
                 batch_items = as_items(items, "submit_many")
                 if not batch_items:
                     callback([], None)
                     outcomes.append(_nothing)
                     continue
-                request, _, same = self._prepare(batch_items, False, timeout, CallbackWaiter(callback))
+                request, _, same = self._prepare(
+                    batch_items, False, timeout, CallbackWaiter(callback), return_exceptions
+                )
             except Exception as exc:
                 outcomes.append(exc)
                 continue

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Literal, Protocol, TypeVar, overload, runtime_checkable
 
 from ._stats import Stats
 
@@ -50,9 +50,25 @@ class SupportsBatching(Protocol[T_contra, U]):
 
     async def acall(self, item: T_contra, *, timeout: float | None = None) -> U: ...
 
-    def map(self, items: Iterable[T_contra], *, timeout: float | None = None) -> list[U]: ...
+    @overload
+    def map(
+        self, items: Iterable[T_contra], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T_contra], *, timeout: float | None = None) -> list[U]: ...
+    @overload
+    def map(
+        self, items: Iterable[T_contra], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T_contra], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T_contra], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
 
     def start(self) -> None: ...
 

@@ -52,6 +52,28 @@ def test_one_failing_item_fails_alone_as_remote_error_naming_its_type(
     assert rb("after") == "AFTER"  # the host keeps serving
 
 
+def test_a_map_with_return_exceptions_gets_its_failed_item_error_in_its_place(
+    start_host: Callable[..., Any], remote: Callable[..., Any]
+) -> None:
+    start_host("fails_on_boom")
+    rb = remote()
+    a, boom, b = rb.map(["a", "boom", "b"], return_exceptions=True)
+    assert (a, b) == ("A", "B")
+    assert isinstance(boom, RemoteError) and boom.type_name == "ValueError"
+
+    async def main() -> list[Any]:
+        results: list[Any] = await rb.amap(["boom", "c"], return_exceptions=True)
+        return results
+
+    boom, c = asyncio.run(main())
+    assert isinstance(boom, RemoteError) and boom.remote_message == "cannot embed 'boom'" and c == "C"
+    with pytest.raises(RemoteError, match="cannot embed 'boom'"):
+        rb.map(["d", "boom"])  # without it the map fails whole, as Batcher.map does
+    assert rb.map(["e"], return_exceptions=True) == ["E"]
+    client = rb.client_stats()
+    assert (client.completed, client.failed) == (4, 4)  # the map that failed whole counts both its items
+
+
 def test_microbatch_errors_cross_as_themselves(start_host: Callable[..., Any], remote: Callable[..., Any]) -> None:
     start_host("wrong_count", name="wrong")
     start_host("echo", "--max-batch-tokens", "3", name="tokens")

@@ -104,3 +104,14 @@ def test_a_msgpack_host_refuses_pickled_requests_unread(
 def test_pickle_works_when_both_ends_opt_in(start_host: Callable[..., Any], remote: Callable[..., Any]) -> None:
     host = start_host("echo", "--codec", "pickle")
     assert remote(codec=PickleCodec())((1, frozenset({2}))) == [(1, frozenset({2})), host.pid]
+
+
+def test_a_call_header_without_return_exceptions_is_the_five_fields_older_hosts_read() -> None:
+    import msgpack
+
+    from microbatch.remote._wire import Header
+
+    plain = Header(7, False, 2.5, 3, "msgpack")
+    assert len(msgpack.unpackb(plain.pack())) == 5 and Header.unpack(plain.pack()) == plain
+    asks = Header(8, False, None, 2, "msgpack", return_exceptions=True)
+    assert Header.unpack(asks.pack()) == asks

@@ -12,7 +12,7 @@ import requests
 from flask import Flask, jsonify, request
 
 from flask_microbatch import Microbatch
-from microbatch.remote import RemoteBatcher
+from microbatch.remote import RemoteBatcher, RemoteError
 from tests._support import wait_until
 
 from .conftest import RedisServer
@@ -73,18 +73,18 @@ def test_a_url_sends_every_batched_function_of_the_app(
         assert answer.json()["result"][0] == "hi"
 
 
-def test_return_exceptions_needs_an_in_process_batcher_and_says_so(
+def test_return_exceptions_works_through_a_remote_batcher_too(
     start_host: Callable[..., Any], redis_server: RedisServer
 ) -> None:
-    host = start_host("echo")
+    start_host("fails_on_boom", name="t")
     app, embed = make_app({"t": redis_server.url})
     with app.app_context():
-        assert embed.map(["a", "b"]) == [["a", host.pid], ["b", host.pid]]  # without it, a remote map works
-        with pytest.raises(TypeError, match=r"embed.map\(\.\.\., return_exceptions=True\) needs an in-process "
-                                            r"batcher, but the Flask app sends 't' to model hosts"):
-            embed.map(["a"], return_exceptions=True)
-        with pytest.raises(TypeError, match=r"embed.amap\(\.\.\., return_exceptions=True\) needs an in-process"):
-            asyncio.run(embed.amap(["a"], return_exceptions=True))
+        ok, boom = embed.map(["a", "boom"], return_exceptions=True)
+        assert ok == "A" and isinstance(boom, RemoteError) and boom.type_name == "ValueError"
+        boom, ok = asyncio.run(embed.amap(["boom", "b"], return_exceptions=True))
+        assert ok == "B" and isinstance(boom, RemoteError)
+        with pytest.raises(RemoteError):
+            embed.map(["c", "boom"])
 
 
 @pytest.mark.parametrize("bad", ["127.0.0.1:6379", {"t": 6379}, ["redis://x"]])

@@ -9,10 +9,26 @@ from collections.abc import Callable
 from ._codec import Codec
 from ._wire import Keys
 
-__all__ = ["Alarm", "AsyncWaiter", "Call", "Outcome", "SyncWaiter", "Waiter"]
+__all__ = ["Alarm", "AsyncWaiter", "Call", "Mixed", "Outcome", "SyncWaiter", "Waiter"]
 
-#: What resolves a call: the codec's bytes of its results, or the exception to raise.
-Outcome = bytes | BaseException
+
+class Mixed:
+    """A map's reply with some items failed (it asked for ``return_exceptions``): the codec's bytes of the
+    results, None in each failed item's place, and those items' errors by index."""
+
+    __slots__ = ("payload", "errors")
+
+    def __init__(self, payload: bytes, errors: dict[int, BaseException]) -> None:
+        self.payload = payload
+        self.errors = errors
+
+    def __repr__(self) -> str:
+        return f"<Mixed failed={sorted(self.errors)}>"
+
+
+#: What resolves a call: the codec's bytes of its results (with failed items apart: Mixed), or the exception
+#: to raise.
+Outcome = bytes | Mixed | BaseException
 
 
 class Alarm:
@@ -89,7 +105,7 @@ class Call:
     """
 
     __slots__ = ("keys", "codec", "limit", "request_id", "single", "size", "payload", "deadline", "started",
-                 "waiter", "retry_after", "entry_id", "alone", "cancelled")
+                 "waiter", "retry_after", "entry_id", "alone", "cancelled", "return_exceptions")
 
     def __init__(
         self, keys: Keys, codec: Codec, limit: int, single: bool, size: int, payload: bytes,
@@ -109,6 +125,7 @@ class Call:
         self.entry_id: bytes | None = None  # the stream entry, once admitted
         self.alone = True  # no other call shares its entry (so cancelling may delete the entry)
         self.cancelled = False  # the caller gave up while its admission was on the wire
+        self.return_exceptions = False  # a map that takes its failed items' errors in their places
 
     def __repr__(self) -> str:
         state = "cancelled" if self.cancelled else ("queued" if self.entry_id is not None else "admitting")

@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgpack
 
@@ -15,7 +15,7 @@ from .._admission import call_timeout
 from .._errors import BatcherClosed, DeadlineExceeded, MicrobatchError
 from .._remote_errors import RedisUnavailable
 from . import _link
-from ._calls import AsyncWaiter, Call, Outcome, SyncWaiter, Waiter
+from ._calls import AsyncWaiter, Call, Mixed, Outcome, SyncWaiter, Waiter
 from ._codec import Codec, MsgpackCodec
 from ._link import Link, acquire, release
 from ._redis import OUTAGE, redacted
@@ -96,18 +96,45 @@ class RemoteBatcher(Generic[T, U]):
         """Run ``item`` at a host from any event loop; cancelling the await tells the hosts to drop it."""
         return (await self._call_async([item], True, timeout))[0]  # type: ignore[no-any-return]
 
-    def map(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
-        """Run many items as one request (admitted whole or not at all); results in input order."""
-        batch = list(items)
-        return self._call_sync(batch, False, timeout) if batch else []
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
 
-    async def amap(self, items: Iterable[T], *, timeout: float | None = None) -> list[U]:
+    @overload
+    def map(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    def map(self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False) -> list[Any]:
+        """Run many items as one request (admitted whole or not at all); results in input order.
+
+        With ``return_exceptions`` an item whose batch function call failed at the host (after
+        isolation) has its exception in its place, as :meth:`Batcher.map <microbatch.Batcher.map>` does;
+        errors of the map as a whole (Overloaded, DeadlineExceeded, RedisUnavailable...) are still raised.
+        """
+        batch = list(items)
+        return self._call_sync(batch, False, timeout, return_exceptions) if batch else []
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: Literal[False] = ...
+    ) -> list[U]: ...
+
+    @overload
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = ..., return_exceptions: bool
+    ) -> list[U | Exception]: ...
+
+    async def amap(
+        self, items: Iterable[T], *, timeout: float | None = None, return_exceptions: bool = False
+    ) -> list[Any]:
         """Async :meth:`map`."""
         batch = list(items)
-        return await self._call_async(batch, False, timeout) if batch else []
+        return await self._call_async(batch, False, timeout, return_exceptions) if batch else []
 
     def _prepare(
-        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Call, float, Link]:
         # The same rules as Batcher's calls: a bad explicit timeout raises, a passed ambient deadline
         # leaves no time; the default is finite, so there is always a number.
@@ -124,6 +151,7 @@ class RemoteBatcher(Generic[T, U]):
         now = time.monotonic()
         call = Call(self._keys, self.codec, self.max_queue_size, single, len(items), payload, now + seconds, now,
                     waiter, self._retry_after)
+        call.return_exceptions = return_exceptions
         link = self._get_link()
         with self._lock:
             if self._closing:
@@ -134,9 +162,11 @@ class RemoteBatcher(Generic[T, U]):
         link.submit(call, may_block=isinstance(waiter, SyncWaiter))
         return call, seconds, link
 
-    def _call_sync(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
+    def _call_sync(
+        self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
+    ) -> list[Any]:
         waiter = SyncWaiter()
-        call, seconds, link = self._prepare(items, single, timeout, waiter)
+        call, seconds, link = self._prepare(items, single, timeout, waiter, return_exceptions)
         try:
             if not waiter.wait(seconds):
                 if link.forget(call):
@@ -152,9 +182,11 @@ class RemoteBatcher(Generic[T, U]):
             raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a call woke without an outcome")
         return self._settle(call, outcome)
 
-    async def _call_async(self, items: list[Any], single: bool, timeout: float | None) -> list[Any]:
+    async def _call_async(
+        self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
+    ) -> list[Any]:
         waiter = AsyncWaiter(asyncio.get_running_loop())
-        call, seconds, link = self._prepare(items, single, timeout, waiter)
+        call, seconds, link = self._prepare(items, single, timeout, waiter, return_exceptions)
         timer = waiter.loop.call_later(seconds, self._expire, link, call, waiter)
         try:
             outcome = await waiter.future
@@ -187,16 +219,21 @@ class RemoteBatcher(Generic[T, U]):
             error = outcome
         else:
             try:
-                results = self.codec.decode(outcome)
+                results = self.codec.decode(outcome.payload if isinstance(outcome, Mixed) else outcome)
                 if not isinstance(results, list) or len(results) != n:
                     got = len(results) if isinstance(results, list) else type(results).__name__
                     error = MicrobatchError(f"the host sent {got} results for {n} items")
+                elif isinstance(outcome, Mixed):
+                    for index, item_error in outcome.errors.items():
+                        results[index] = item_error  # an IndexError here is a malformed reply, as above
             except Exception as exc:
                 error = MicrobatchError(f"the host's reply could not be decoded: {exc!r}")
         with self._lock:
             self._inflight.discard(call)
             if error is None:
-                self._completed += n
+                failed = len(outcome.errors) if isinstance(outcome, Mixed) else 0  # returned in their places
+                self._completed += n - failed
+                self._failed += failed
             elif isinstance(error, DeadlineExceeded):
                 self._expired += n
             elif isinstance(error, asyncio.CancelledError):

@@ -36,14 +36,17 @@ class Call:
     ``held`` is the items it counts in the host's room (0 for a call settled without running);
     ``items`` and ``deadline`` (``time.monotonic()``, or None) serve until it is submitted; ``cancel`` is
     the batcher's cancel function once it is; ``dropped`` marks a call whose caller gave up before that.
+    ``return_exceptions``: a map whose failed items take their errors in their places.
     """
 
-    __slots__ = ("entry", "request_id", "size", "held", "items", "deadline", "cancel", "dropped")
+    __slots__ = ("entry", "request_id", "size", "return_exceptions", "held", "items", "deadline", "cancel",
+                 "dropped")
 
-    def __init__(self, entry: Entry, request_id: int, size: int) -> None:
+    def __init__(self, entry: Entry, request_id: int, size: int, return_exceptions: bool = False) -> None:
         self.entry = entry
         self.request_id = request_id
         self.size = size
+        self.return_exceptions = return_exceptions
         self.held = 0
         self.items: list[Any] | None = None
         self.deadline: float | None = None

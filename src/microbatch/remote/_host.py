@@ -313,7 +313,9 @@ class Host(Replying, Liveness):
                 dropped = self._early.pop(entry_id)
                 age = (redis_ms - added_ms(entry_id)) / 1000.0
                 for header, payload in calls:
-                    call = entry.calls[header.request_id] = Call(entry, header.request_id, header.size)
+                    call = entry.calls[header.request_id] = Call(
+                        entry, header.request_id, header.size, header.return_exceptions
+                    )
                     left = None if header.timeout is None else header.timeout - age
                     if dropped and header.request_id in dropped:
                         self._cancelled_unrun += header.size
@@ -356,7 +358,7 @@ class Host(Replying, Liveness):
     def _submit(self, calls: list[Call]) -> list[Call]:
         """Hand ``calls`` to the batcher in one step; returns those it has no room for now (to park), in order."""
         now = time.monotonic()
-        requests: list[tuple[list[Any], Callable[[Any, BaseException | None], object], float | None]] = []
+        requests: list[tuple[list[Any], Callable[[Any, BaseException | None], object], float | None, bool]] = []
         sent: list[Call] = []
         for call in calls:
             timeout = None if call.deadline is None else call.deadline - now
@@ -364,7 +366,9 @@ class Host(Replying, Liveness):
                 self._done(call, None, DeadlineExceeded(
                     f"the request to {self.keys.name!r} passed its deadline waiting for room"))
                 continue
-            requests.append((cast("list[Any]", call.items), functools.partial(self._done, call), timeout))
+            requests.append(
+                (cast("list[Any]", call.items), functools.partial(self._done, call), timeout, call.return_exceptions)
+            )
             sent.append(call)
         if not requests:
             return []

@@ -24,7 +24,7 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import Alarm, AsyncWaiter, Call, Outcome, settle
+from ._calls import Alarm, AsyncWaiter, Call, Mixed, Outcome, settle
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
 from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Header, Script, decode_error, decode_replies, reply_key
 
@@ -151,7 +151,8 @@ class Link:
                 keys = chunk[0].keys
                 args: list[object] = [keys.requests, keys.waiting, self.reply_key]
                 for call in chunk:
-                    header = Header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name)
+                    header = Header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name,
+                                    call.return_exceptions)
                     args += (call.size, call.limit, header.pack(), call.payload)
                 ops.append((ADMIT, args, chunk))
         for call in cancels:
@@ -246,9 +247,8 @@ class Link:
             return
         calls = self._calls
         with self._lock:
-            ready = [(calls.pop(request_id, None), payload, error) for request_id, payload, error in replies]
-        _resolve_all([(call, decode_error(*error) if error is not None else (payload or b""))
-                      for call, payload, error in ready if call is not None])
+            ready = [(calls.pop(reply[0], None), reply) for reply in replies]
+        _resolve_all([(call, _outcome(reply)) for call, reply in ready if call is not None])
 
     def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
         """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
@@ -293,6 +293,16 @@ class Link:
         self._sender.join(5)
         self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
         self._redis.close()
+
+
+def _outcome(reply: list[Any]) -> Outcome:
+    """A reply from :func:`~microbatch.remote._wire.decode_replies` as its caller's outcome."""
+    _, payload, error, *failed = reply
+    if error is not None:
+        return decode_error(*error)
+    if failed:  # a map with return_exceptions, some of its items failed
+        return Mixed(payload or b"", {int(index): decode_error(*item_error) for index, item_error in failed[0]})
+    return payload or b""
 
 
 def _resolve_all(outcomes: list[tuple[Call, Outcome]]) -> None:

@@ -160,6 +160,12 @@ class Replying(HostState):
         request_id, results, error = outcome
         if error is None:
             try:
+                failed = [(i, encode_error(r)) for i, r in enumerate(results) if isinstance(r, BaseException)]
+                if failed:  # a map with return_exceptions: its errors travel beside the other results
+                    cleared = list(results)
+                    for i, _ in failed:
+                        cleared[i] = None
+                    return request_id, self.codec.encode(cleared), None, failed
                 return request_id, self.codec.encode(results), None
             except Exception as exc:  # TypeError: a result the codec cannot carry
                 error = exc

@@ -108,18 +108,21 @@ class Header(NamedTuple):
     timeout: float | None  # seconds left when the call was sent; None: no limit
     size: int
     codec: str
+    return_exceptions: bool = False  # a map that takes its failed items' errors in their places
 
     def pack(self) -> bytes:
-        return _packer().pack(tuple(self))  # type: ignore[no-any-return]
+        # The sixth field only when set: a header without it reads as before (older hosts read the rest).
+        return _packer().pack(self if self.return_exceptions else self[:5])  # type: ignore[no-any-return]
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
-        request_id, single, timeout, size, codec = msgpack.unpackb(data, raw=False)
+        request_id, single, timeout, size, codec, *rest = msgpack.unpackb(data, raw=False)
         if type(request_id) is not int or type(size) is not int or size < 1:
             raise ValueError(f"a malformed call header: {data!r}")
         if timeout is not None and type(timeout) is not float:
             timeout = float(timeout)
-        return cls(request_id, bool(single), timeout, size, codec if type(codec) is str else str(codec))
+        return cls(request_id, bool(single), timeout, size, codec if type(codec) is str else str(codec),
+                   bool(rest and rest[0]))
 
 
 def added_ms(entry_id: bytes) -> int:
@@ -130,8 +133,13 @@ def added_ms(entry_id: bytes) -> int:
 # ---------------------------------------------------------------------------------------------- replies
 
 
-#: One call's outcome on the wire: (request id, the codec's bytes of its results or None, its error or None).
-Reply = tuple[int, bytes | None, tuple[str, str, dict[str, Any]] | None]
+#: An error as data: its type's name, its message, the attributes its microbatch type needs.
+WireError = tuple[str, str, dict[str, Any]]
+
+#: One call's outcome on the wire: (request id, the codec's bytes of its results or None, its error or
+#: None), and for a map with ``return_exceptions`` whose items failed in part, a fourth element: the
+#: ``(index, error)`` of each failed item (its place in the results holds None).
+Reply = tuple[int, bytes | None, WireError | None] | tuple[int, bytes | None, None, list[tuple[int, WireError]]]
 
 
 def encode_replies(replies: list[Reply]) -> bytes:
@@ -139,8 +147,9 @@ def encode_replies(replies: list[Reply]) -> bytes:
     return _packer().pack(replies)  # type: ignore[no-any-return]
 
 
-def decode_replies(blob: bytes) -> list[tuple[int, bytes | None, list[Any] | None]]:
-    """The ``(request id, payload, error)`` of each reply in a blob from :func:`encode_replies`."""
+def decode_replies(blob: bytes) -> list[list[Any]]:
+    """The ``[request id, payload, error]`` (and, for a partly failed map, ``item errors``) of each reply
+    in a blob from :func:`encode_replies`."""
     return msgpack.unpackb(blob, raw=False, use_list=True)  # type: ignore[no-any-return]
 
 
@@ -154,7 +163,7 @@ _KNOWN: dict[str, type[MicrobatchError]] = {
 }
 
 
-def encode_error(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
+def encode_error(exc: BaseException) -> WireError:
     """An exception as data: its type's name, its message and the attributes its microbatch type needs."""
     cls = type(exc)
     if isinstance(exc, RemoteError):
