@@ -104,7 +104,9 @@ class Replying(HostState):
                 call.cancel = None  # it leads back here through the batcher's request: leave no cycle to collect
                 self._held -= call.held
                 if not isinstance(error, asyncio.CancelledError):  # a cancelled call's caller is gone
-                    replies.setdefault(entry.reply_to, []).append((call.request_id, results, error))
+                    replies.setdefault(entry.reply_to, []).append(
+                        (call.request_id, results, error, call.return_exceptions)
+                    )
                 if not calls:
                     del entries[entry.id]
                     acks.append((entry.id, entry.size))
@@ -157,10 +159,11 @@ class Replying(HostState):
         self._wake.set()
 
     def _reply(self, outcome: Result) -> Reply:
-        request_id, results, error = outcome
+        request_id, results, error, return_exceptions = outcome
         if error is None:
             try:
-                failed = [(i, encode_error(r)) for i, r in enumerate(results) if isinstance(r, BaseException)]
+                failed = [(i, encode_error(r)) for i, r in enumerate(results)
+                          if isinstance(r, BaseException)] if return_exceptions else None
                 if failed:  # a map with return_exceptions: its errors travel beside the other results
                     cleared = list(results)
                     for i, _ in failed:

@@ -18,8 +18,8 @@ __all__ = ["HostState", "Outcome", "Result"]
 
 #: A finished call, until the flusher takes it: (call, results, error).
 Outcome = tuple[Call, Any, BaseException | None]
-#: One reply before encoding: (request id, results or None, error or None).
-Result = tuple[int, Any, BaseException | None]
+#: One reply before encoding: (request id, results or None, error or None, whether items may hold errors).
+Result = tuple[int, Any, BaseException | None, bool]
 
 
 class HostState:
