@@ -91,7 +91,7 @@ class Host(Reading, Replying, Liveness):
         self._wake = Alarm()  # rung when a call finishes: the flusher sends its reply
         self._ready = Alarm()  # rung when a call finishes while the reader waits to carry the replies
         self._carrying = False  # the reader is about to take the finished calls: the flusher leaves them
-        self._run_p99 = math.inf  # the batch function's run time p99, seconds (from the stats, each heartbeat)
+        self._run_p50 = math.inf  # the batch function's run time p50, seconds (from the stats, each heartbeat)
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._finished = threading.Event()  # set once run() is done with the helpers

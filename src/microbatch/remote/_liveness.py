@@ -48,7 +48,7 @@ class Liveness(HostState):
         self._offset = seconds + micros / 1e6 - time.time()
         stats = self.batcher.stats
         if stats.batches:
-            self._run_p99 = stats.run_time_p99
+            self._run_p50 = stats.run_time_p50
         report = {
             "at_ms": (seconds + micros / 1e6) * 1000.0,
             "stats": stats_to_data(stats),

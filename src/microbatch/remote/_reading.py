@@ -61,11 +61,11 @@ class Reading(HostState):
 
     def _carry(self) -> list[Any] | None:
         """The FINISH arguments to send with the next read: the calls finished by now, and with a fast model
-        (batches that ran in at most half of ``_CARRY_WAIT``, by the last stats) those just submitted:
+        (a median batch run in at most half of ``_CARRY_WAIT``, by the last stats) those just submitted:
         they finish within moments, so wait up to ``_CARRY_WAIT`` for them and reply in the read's round
         trip instead of one of the flusher's own. With a slow model the read never waits (new arrivals
         may join a batch forming now), and the flusher replies as batches end."""
-        if self._held and self._run_p99 <= _CARRY_WAIT / 2 and not self._stopping.is_set():
+        if self._held and self._run_p50 <= _CARRY_WAIT / 2 and not self._stopping.is_set():
             self._carrying = True  # from now on the flusher leaves finished calls to this thread
             if not self._outcomes:
                 self._ready.wait(_CARRY_WAIT)

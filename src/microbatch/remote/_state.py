@@ -28,7 +28,7 @@ class HostState:
     :class:`~microbatch.remote._liveness.Liveness`) are mixins over this state."""
 
     __slots__ = ("batcher", "url", "keys", "codec", "prefetch", "claim_idle", "report_interval", "consumer",
-                 "_lock", "_room", "_wake", "_ready", "_carrying", "_run_p99", "_stopping", "_abort", "_finished",
+                 "_lock", "_room", "_wake", "_ready", "_carrying", "_run_p50", "_stopping", "_abort", "_finished",
                  "_redis", "_reader", "_entries",
                  "_held", "_acks", "_outcomes", "_unsent", "_parked", "_early", "_mean_entry", "_offset",
                  "_group_ready", "_down_since", "_expired_unrun", "_cancelled_unrun", "_claimed", "_closing",
@@ -47,7 +47,7 @@ class HostState:
     _wake: Alarm  # rung when a call finishes: the flusher sends its reply
     _ready: Alarm  # rung when a call finishes while the reader waits to carry the replies
     _carrying: bool  # the reader is about to take the finished calls (and send them with its read)
-    _run_p99: float  # the batch function's run time p99 in seconds, by the last heartbeat (inf before any)
+    _run_p50: float  # the batch function's run time p50 in seconds, by the last heartbeat (inf before any)
     _stopping: threading.Event
     _abort: threading.Event
     _finished: threading.Event  # set once run() is done with the helpers
