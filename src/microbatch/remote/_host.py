@@ -11,6 +11,7 @@ trip, sparing the flusher's.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import os
@@ -152,6 +153,9 @@ class Host(Reading, Replying, Liveness):
         self._redis = sync_client(self.url)
         self._reader = sync_client(self.url, socket_timeout=BLOCK_MS / 1000 + CONNECT_TIMEOUT + 1.0)
         self.batcher.start()
+        # What is alive now (the imports, the model) lives as long as the host: the collector's full passes,
+        # set off by the calls a read brings in at once, need not walk it again and again.
+        gc.freeze()
         logger.info("microbatch host %s serving %r from %s", self.consumer, self.keys.name, redacted(self.url))
         threads = {name: threading.Thread(target=target, name=f"microbatch-host-{name}", daemon=True)
                    for name, target in (("read", self._read_loop), ("flush", self._flush_loop),
