@@ -1,11 +1,16 @@
-"""One call in flight from a client process, and the one-shot slots its caller waits on."""
+"""One call in flight from a client process, what resolves it, and the host's thread alarm.
+
+A caller waits on the engine's own one-shot slots (:mod:`microbatch._waiters`: a lock for a thread,
+a future on its loop for a coroutine), handed its :data:`Outcome` as the value and never as the
+exception, so the caller counts every outcome before it raises one.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable
 
+from .._waiters import AsyncWaiter, SyncWaiter
 from ._codec import Codec
 from ._wire import Keys
 
@@ -35,6 +40,10 @@ class Alarm:
     """Wakes one thread that waits for work: ``set`` from any thread (cheap when already set), ``wait`` consumes it.
 
     A plain lock, released to ring: far cheaper than a Condition's notify on a path taken per call.
+    The engine's ``_wakeups.ThreadWakeup`` is the same lock, but its ``set`` on an alarm already
+    rung raises and catches RuntimeError, where this one looks first: the host rings per finished
+    call, so under load "already rung" is the common case. One class could serve both once the
+    engine's took the look (an engine change, left to its owners).
     """
 
     __slots__ = ("_lock",)
@@ -58,43 +67,7 @@ class Alarm:
         return f"<Alarm {'quiet' if self._lock.locked() else 'ringing'}>"
 
 
-class SyncWaiter:
-    """A slot a thread blocks on; a plain lock is the cheapest thread hand-off."""
-
-    __slots__ = ("_lock", "outcome")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self.outcome: Outcome | None = None
-
-    def resolve(self, outcome: Outcome) -> None:
-        self.outcome = outcome
-        self._lock.release()
-
-    def wait(self, timeout: float | None) -> bool:
-        return self._lock.acquire(timeout=-1 if timeout is None else min(max(timeout, 0.0), threading.TIMEOUT_MAX))
-
-
-class AsyncWaiter:
-    """A future on the caller's own event loop, whichever loop that is; resolved through that loop."""
-
-    __slots__ = ("loop", "future")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.future: asyncio.Future[Outcome] = loop.create_future()
-
-    def resolve(self, outcome: Outcome) -> None:
-        self.loop.call_soon_threadsafe(settle, self.future, outcome)
-
-
 Waiter = SyncWaiter | AsyncWaiter
-
-
-def settle(future: asyncio.Future[Outcome], outcome: Outcome) -> None:
-    if not future.done():  # a cancelled caller has stopped waiting
-        future.set_result(outcome)
 
 
 class Call:

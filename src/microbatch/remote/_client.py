@@ -7,7 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any, Generic, Literal, TypeVar, overload
+from typing import Any, Generic, Literal, TypeVar, cast, overload
 
 import msgpack
 
@@ -17,6 +17,7 @@ from .._remote_errors import RedisUnavailable
 from . import _link
 from ._calls import AsyncWaiter, Call, Mixed, Outcome, SyncWaiter, Waiter
 from ._codec import Codec, MsgpackCodec
+from ._deadlines import deadlines_of
 from ._link import Link, acquire, release
 from ._redis import OUTAGE, redacted
 from ._stats import ClientStats, HostStats, RemoteStats, RoundTrips, merge, stats_from_data
@@ -135,7 +136,7 @@ class RemoteBatcher(Generic[T, U]):
 
     def _prepare(
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
-    ) -> tuple[Call, float, Link]:
+    ) -> tuple[Call, float, Link, bool]:
         # The same rules as Batcher's calls: a bad explicit timeout raises, a passed ambient deadline
         # leaves no time; the default is finite, so there is always a number.
         seconds = call_timeout(timeout, self.timeout)
@@ -159,16 +160,16 @@ class RemoteBatcher(Generic[T, U]):
                 raise BatcherClosed(f"remote batcher {self.name!r} is closed and accepts no calls")
             self._inflight.add(call)
             self._submitted += len(items)
-        link.submit(call, may_block=isinstance(waiter, SyncWaiter))
-        return call, seconds, link
+        lone = link.submit(call, may_block=waiter.__class__ is SyncWaiter)
+        return call, seconds, link, lone
 
     def _call_sync(
         self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
     ) -> list[Any]:
         waiter = SyncWaiter()
-        call, seconds, link = self._prepare(items, single, timeout, waiter, return_exceptions)
+        call, seconds, link, lone = self._prepare(items, single, timeout, waiter, return_exceptions)
         try:
-            if not waiter.wait(seconds):
+            if not (link.wait_lone(call, waiter) if lone else waiter.wait(seconds)):
                 if link.forget(call):
                     return self._settle(call, self._expired_error(call))
                 waiter.wait(None)  # resolved at the same moment: its outcome is on the way
@@ -177,7 +178,7 @@ class RemoteBatcher(Generic[T, U]):
             if link.cancel(call):
                 self._settle(call, asyncio.CancelledError(), raise_it=False)
             raise
-        outcome = waiter.outcome
+        outcome = waiter.value
         if outcome is None:  # not under -O only: a woken waiter always carries its outcome
             raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a call woke without an outcome")
         return self._settle(call, outcome)
@@ -185,22 +186,26 @@ class RemoteBatcher(Generic[T, U]):
     async def _call_async(
         self, items: list[Any], single: bool, timeout: float | None, return_exceptions: bool = False
     ) -> list[Any]:
-        waiter = AsyncWaiter(asyncio.get_running_loop())
-        call, seconds, link = self._prepare(items, single, timeout, waiter, return_exceptions)
-        timer = waiter.loop.call_later(seconds, self._expire, link, call, waiter)
+        loop = asyncio.get_running_loop()
+        waiter = AsyncWaiter(loop)
+        call, _, link, _ = self._prepare(items, single, timeout, waiter, return_exceptions)
+        future = waiter.future
+        deadlines = deadlines_of(loop)
+        deadlines.add(call.deadline, future, self._expire, link, call)
         try:
-            outcome = await waiter.future
+            outcome = await future
         except asyncio.CancelledError:
             if link.cancel(call):
                 self._settle(call, asyncio.CancelledError(), raise_it=False)
             raise
         finally:
-            timer.cancel()
+            deadlines.done()
         return self._settle(call, outcome)
 
-    def _expire(self, link: Link, call: Call, waiter: AsyncWaiter) -> None:
-        if link.forget(call) and not waiter.future.done():
-            waiter.future.set_result(self._expired_error(call))
+    def _expire(self, link: Link, call: Call) -> None:
+        future = cast(AsyncWaiter, call.waiter).future
+        if link.forget(call) and not future.done():
+            future.set_result(self._expired_error(call))
 
     def _expired_error(self, call: Call) -> DeadlineExceeded:
         what = "call" if call.single else f"map of {call.size} items"
@@ -213,28 +218,34 @@ class RemoteBatcher(Generic[T, U]):
     def _settle(self, call: Call, outcome: Outcome, raise_it: bool = True) -> list[Any]:
         """Count the call's outcome, then return its results or raise its error."""
         n = call.size
-        results: list[Any] | None = None
-        error: BaseException | None = None
         if isinstance(outcome, BaseException):
-            error = outcome
+            error: BaseException = outcome
         else:
+            mixed, payload = (outcome, outcome.payload) if isinstance(outcome, Mixed) else (None, outcome)
             try:
-                results = self.codec.decode(outcome.payload if isinstance(outcome, Mixed) else outcome)
-                if not isinstance(results, list) or len(results) != n:
-                    got = len(results) if isinstance(results, list) else type(results).__name__
-                    error = MicrobatchError(f"the host sent {got} results for {n} items")
-                elif isinstance(outcome, Mixed):
-                    for index, item_error in outcome.errors.items():
-                        results[index] = item_error  # an IndexError here is a malformed reply, as above
+                results = self.codec.decode(payload)
+                if mixed is not None and isinstance(results, list) and len(results) == n:
+                    for index, item_error in mixed.errors.items():
+                        results[index] = item_error  # an IndexError here is a malformed reply, as below
             except Exception as exc:
                 error = MicrobatchError(f"the host's reply could not be decoded: {exc!r}")
+            else:
+                if isinstance(results, list) and len(results) == n:  # the path every served call takes
+                    failed = 0 if mixed is None else len(mixed.errors)  # returned in their places
+                    elapsed = time.monotonic() - call.started
+                    with self._lock:
+                        self._inflight.discard(call)
+                        self._completed += n - failed
+                        self._failed += failed
+                        if not self._inflight:
+                            self._drained.notify_all()
+                    self._round_trips.add(elapsed)
+                    return results
+                got = len(results) if isinstance(results, list) else type(results).__name__
+                error = MicrobatchError(f"the host sent {got} results for {n} items")
         with self._lock:
             self._inflight.discard(call)
-            if error is None:
-                failed = len(outcome.errors) if isinstance(outcome, Mixed) else 0  # returned in their places
-                self._completed += n - failed
-                self._failed += failed
-            elif isinstance(error, DeadlineExceeded):
+            if isinstance(error, DeadlineExceeded):
                 self._expired += n
             elif isinstance(error, asyncio.CancelledError):
                 self._cancelled += n
@@ -252,11 +263,6 @@ class RemoteBatcher(Generic[T, U]):
                 self._failed += n
             if not self._inflight:
                 self._drained.notify_all()
-        if error is None:
-            self._round_trips.add(time.monotonic() - call.started)
-            if results is None:
-                raise MicrobatchError(f"internal error in remote batcher {self.name!r}: a reply without results")
-            return results
         if raise_it:
             raise error
         return []
@@ -318,7 +324,7 @@ class RemoteBatcher(Generic[T, U]):
             return
         for call in dropped:
             if link.cancel(call):
-                call.waiter.resolve(BatcherClosed(f"remote batcher {self.name!r} was closed with drain=False"))
+                call.waiter.resolve(BatcherClosed(f"remote batcher {self.name!r} was closed with drain=False"), None)
         with self._lock:
             link, self._link = self._link, None
         if link is not None and self._link_pid == _link.generation:

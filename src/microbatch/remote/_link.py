@@ -1,10 +1,12 @@
 """A client process's link to one Redis: one sender thread, one listener thread, one reply key.
 
 Every :class:`~microbatch.remote.RemoteBatcher` of a process that uses the same URL shares it, so a
-process holds two Redis connections however many calls wait. The sender sends whatever callers
-queued since its last round trip in one pipelined round trip (the calls for one batcher name packed
-into one stream entry by one EVALSHA, and the cancellations); the listener
-pops this process's reply key and hands each result to its caller's thread or event loop.
+process holds a fixed handful of Redis connections however many calls wait (the sender's, the
+listener's, a lone caller's, one for plain commands). The sender sends whatever callers queued
+since its last round trip in one pipelined round trip (the calls for one batcher name packed into
+one stream entry by one EVALSHA, and the cancellations); the listener pops this process's reply key
+and hands each result to its caller's thread or event loop. A lone call from a thread skips both
+threads (see :mod:`~microbatch.remote._lone`).
 """
 
 from __future__ import annotations
@@ -24,28 +26,42 @@ from redis.exceptions import NoScriptError
 
 from .._errors import MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable
-from ._calls import Alarm, AsyncWaiter, Call, Mixed, Outcome, settle
+from .._waiters import send
+from ._calls import Alarm, Call, Mixed, Outcome
+from ._channel import Channel
+from ._lone import _BLOCK, _OUTAGE_GRACE, LoneCalls, Op
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
-from ._wire import ADMIT, CANCEL, MAX_CALLS_PER_ENTRY, Header, Script, decode_error, decode_replies, reply_key
+from ._wire import (
+    ADMIT,
+    CANCEL,
+    MAX_CALLS_PER_ENTRY,
+    decode_error,
+    decode_replies,
+    pack_header,
+    reply_key,
+)
 
 __all__ = ["Link", "acquire", "release"]
 
 logger = logging.getLogger("microbatch.remote")
 
-_BLOCK = 1.0  # seconds a BLPOP waits before the listener checks whether it should stop
-_OUTAGE_GRACE = 1.0  # how long the listener tries to get back to the same Redis before failing calls
+#: The host is told a call has this much less time than its caller waits (at most a twentieth of it):
+#: a host reckons deadlines on its own clock, from an estimate of Redis's, which may run a few ms
+#: late on a busy machine; the margin keeps it from running an item whose caller already gave up.
+_HOST_MARGIN = 0.010
 
 
-class Link:
+class Link(LoneCalls):
     """One process's connection to one Redis URL; see the module docstring."""
 
     __slots__ = ("url", "client_id", "reply_key", "_redis", "_lock", "_wake", "_outbox", "_cancels", "_calls",
-                 "_ids", "_sender", "_listener", "_users", "_closed", "_direct_busy", "__weakref__")
+                 "_ids", "_sender", "_listener", "_users", "_closed", "_send_channel", "_run_id", "__weakref__")
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.client_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.reply_key = reply_key(self.client_id)
+        self.direct_key = self.reply_key + ":lone"  # the replies a lone caller pops itself
         self._redis = sync_client(url)
         self._lock = threading.Lock()
         self._wake = Alarm()  # rung when the sender has something to send
@@ -55,7 +71,11 @@ class Link:
         self._ids = itertools.count(1)
         self._users = 0
         self._closed = False
-        self._direct_busy = False  # a caller thread is sending its own admission
+        self._direct_busy = False  # a lone caller is sending its call and waiting for the reply itself
+        self._direct_thread = 0  # that caller's thread id
+        self._send_channel = Channel(self._redis)  # the sender thread's connection
+        self._direct_channel = Channel(self._redis)  # the lone caller's connection
+        self._run_id: str | None = None  # the Redis server the listener last saw (a restart loses the streams)
         self._sender = threading.Thread(target=self._send_loop, name=f"microbatch-remote-send[{redacted(url)}]",
                                         daemon=True)
         self._listener = threading.Thread(target=self._listen_loop,
@@ -74,31 +94,25 @@ class Link:
 
     # ---------------------------------------------------------------- called by callers
 
-    def submit(self, call: Call, *, may_block: bool) -> None:
-        """Send ``call``. A thread that may block (not an event loop) sends its own admission when no
-        other is on the wire, saving a thread hop for a lone call; the rest queue for the sender
-        thread, which pipelines them, so at most two connections send at once."""
+    def submit(self, call: Call, *, may_block: bool) -> bool:
+        """Queue ``call`` for the sender thread, which pipelines what callers queued since its last round
+        trip; or, for a thread that may block (not an event loop) when its call is the process's only
+        one in flight, return True: the caller then sends and waits itself with :meth:`wait_lone`.
+        Under load a caller sending its own round trip costs more CPU per item than the hop through
+        the sender (measured with load/bench_remote.py), so only a lone call goes direct."""
         with self._lock:
             if self._closed:
                 raise RuntimeError("this link is closed")  # unreachable through RemoteBatcher
             call.request_id = next(self._ids)
             self._calls[call.request_id] = call
-            direct = may_block and not self._direct_busy and not self._outbox
-            if direct:
+            if may_block and len(self._calls) == 1 and not self._direct_busy:
                 self._direct_busy = True
-            else:
-                self._outbox.append(call)
-                if len(self._outbox) == 1:
-                    self._wake.set()
-        if direct:
-            try:
-                self._send([call], [])
-            except Exception:
-                logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
-                self._fail([call], lambda: MicrobatchError("microbatch.remote could not send the call; see the log"))
-            finally:
-                with self._lock:
-                    self._direct_busy = False
+                self._direct_thread = threading.get_ident()
+                return True
+            self._outbox.append(call)
+            if len(self._outbox) == 1:
+                self._wake.set()
+            return False
 
     def forget(self, call: Call) -> bool:
         """Take ``call`` out of the table (its caller stopped waiting); False if it was resolved meanwhile."""
@@ -115,7 +129,13 @@ class Link:
                 self._cancels.append(call)
                 self._wake.set()
             # Not sent yet: the sender skips it. On the wire: the sender queues the cancel on its answer.
-            return True
+            lone_elsewhere = self._direct_thread not in (0, threading.get_ident())
+        if lone_elsewhere:  # close(drain=False) from another thread: the lone caller may be in its BLPOP
+            try:
+                self._wake_lone()
+            except OUTAGE:
+                pass  # it notices at its next BLPOP timeout
+        return True
 
     # ---------------------------------------------------------------- the sender thread
 
@@ -131,39 +151,18 @@ class Link:
                 self._wake.wait(None)
                 continue
             try:
-                self._send(admits, cancels)
+                self._send(self._send_channel, admits, cancels)
             except Exception:  # never let the sender die: its callers would wait for their timeouts
                 logger.exception("microbatch.remote: sending to %s failed", redacted(self.url))
                 self._fail(admits, lambda: MicrobatchError("microbatch.remote's sender failed; see the log"))
 
-    def _send(self, admits: list[Call], cancels: list[Call]) -> None:
+    def _send(self, channel: Channel, admits: list[Call], cancels: list[Call]) -> None:
         """One pipelined round trip: the calls for each batcher name packed into one entry, then the cancels."""
-        now = time.monotonic()
-        groups: dict[str, list[Call]] = {}
-        for call in admits:
-            if call.cancelled or call.deadline <= now:
-                continue  # nothing is sent for a call that has no time left: its caller's timer fires now
-            groups.setdefault(call.keys.requests, []).append(call)
-        ops: list[tuple[Script, list[object], list[Call]]] = []
-        for calls in groups.values():
-            for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
-                chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
-                keys = chunk[0].keys
-                args: list[object] = [keys.requests, keys.waiting, self.reply_key]
-                for call in chunk:
-                    header = Header(call.request_id, call.single, call.deadline - now, call.size, call.codec.name,
-                                    call.return_exceptions)
-                    args += (call.size, call.limit, header.pack(), call.payload)
-                ops.append((ADMIT, args, chunk))
-        for call in cancels:
-            keys = call.keys
-            message = b"%s %d" % (call.entry_id or b"", call.request_id)
-            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel, message,
-                                 "1" if call.alone else "0"], [call]))
+        ops = self._ops(admits, cancels, self.reply_key)
         if not ops:
             return
         try:
-            results = self._execute(ops)
+            results = self._execute(channel, ops)
         except OUTAGE as exc:
             message_text = (f"Redis at {redacted(self.url)} is unreachable ({exc}); "
                             "the call was not sent: retry once Redis is back")
@@ -174,20 +173,43 @@ class Link:
             if script is ADMIT:
                 self._admitted(calls, result)
 
-    def _execute(self, ops: list[tuple[Script, list[object], list[Call]]]) -> list[object]:
-        for attempt in (1, 2):
-            pipe = self._redis.pipeline(transaction=False)
-            for script, args, _ in ops:
-                pipe.evalsha(script.sha, 2, *args)  # type: ignore[arg-type]
-            results: list[object] = pipe.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(r, NoScriptError) for r in results):
-                # A restarted or flushed Redis forgot the scripts: load them and send the lot again.
-                # Only NOSCRIPT failures can be in the results, and they changed nothing.
-                for script in {script for script, _, _ in ops}:
-                    self._redis.script_load(script.source)
-                continue
-            return results
-        return results  # pragma: no cover - the loop returns on its second pass
+    def _ops(self, admits: list[Call], cancels: list[Call], reply_to: str) -> list[Op]:
+        """The scripts to run: one ADMIT per batcher name (and per MAX_CALLS_PER_ENTRY calls), then the cancels."""
+        now = time.monotonic()
+        groups: dict[str, list[Call]] = {}
+        for call in admits:
+            if call.cancelled or call.deadline <= now:
+                continue  # nothing is sent for a call that has no time left: its caller's timer fires now
+            groups.setdefault(call.keys.requests, []).append(call)
+        ops: list[Op] = []
+        for calls in groups.values():
+            for first in range(0, len(calls), MAX_CALLS_PER_ENTRY):
+                chunk = calls[first:first + MAX_CALLS_PER_ENTRY]
+                keys = chunk[0].keys
+                args: list[object] = [keys.requests, keys.waiting, reply_to]
+                for call in chunk:
+                    left = call.deadline - now
+                    header = pack_header(call.request_id, call.single, left - min(_HOST_MARGIN, left / 20), call.size,
+                                         call.codec.name, call.return_exceptions)
+                    args += (call.size, call.limit, header, call.payload)
+                ops.append((ADMIT, args, chunk))
+        for call in cancels:
+            keys = call.keys
+            message = b"%s %d" % (call.entry_id or b"", call.request_id)
+            ops.append((CANCEL, [keys.requests, keys.waiting, call.entry_id, call.size, keys.cancel, message,
+                                 "1" if call.alone else "0"], [call]))
+        return ops
+
+    @staticmethod
+    def _execute(channel: Channel, ops: list[Op]) -> list[object]:
+        commands = [("EVALSHA", script.sha, 2, *args) for script, args, _ in ops]
+        results = channel.run(commands)
+        if any(isinstance(r, NoScriptError) for r in results):
+            # A restarted or flushed Redis forgot the scripts: load them and send the lot again.
+            # Only NOSCRIPT failures can be in the results, and they changed nothing.
+            channel.run([("SCRIPT", "LOAD", script.source) for script in {script for script, _, _ in ops}])
+            results = channel.run(commands)
+        return results
 
     def _admitted(self, calls: list[Call], result: object) -> None:
         if isinstance(result, Exception):
@@ -224,19 +246,23 @@ class Link:
 
     def _listen_loop(self) -> None:
         listen = sync_client(self.url, socket_timeout=_BLOCK + CONNECT_TIMEOUT + 1.0)
-        run_id: str | None = None
+        channel = Channel(listen)
+        pop = [("BLPOP", self.reply_key, _BLOCK)]
         try:
             while not self._closed:
                 try:
-                    if run_id is None:
-                        run_id = str(listen.info("server")["run_id"])
-                    popped = listen.blpop([self.reply_key], timeout=_BLOCK)
+                    if self._run_id is None:
+                        self._run_id = str(listen.info("server")["run_id"])
+                    popped = channel.run(pop)[0]
                 except OUTAGE:
-                    run_id = self._ride_out_outage(listen, run_id)
+                    self._run_id = self._ride_out_outage(listen, self._run_id)
                     continue
+                if isinstance(popped, Exception):
+                    raise popped
                 if popped is not None and popped[1]:
                     self._dispatch(cast(bytes, popped[1]))
         finally:
+            channel.close()
             listen.close()
 
     def _dispatch(self, blob: bytes) -> None:
@@ -292,6 +318,9 @@ class Link:
             pass
         self._sender.join(5)
         self._listener.join(_BLOCK + 2 * CONNECT_TIMEOUT + 1)
+        self._send_channel.close()
+        if not self._direct_busy:  # else its caller is still reading it (close(drain=False) woke it)
+            self._direct_channel.close()
         self._redis.close()
 
 
@@ -306,25 +335,9 @@ def _outcome(reply: list[Any]) -> Outcome:
 
 
 def _resolve_all(outcomes: list[tuple[Call, Outcome]]) -> None:
-    """Hand each caller its outcome; callers on one event loop are woken by one callback."""
-    by_loop: dict[object, list[tuple[AsyncWaiter, Outcome]]] = {}
-    for call, outcome in outcomes:
-        waiter = call.waiter
-        if isinstance(waiter, AsyncWaiter):
-            by_loop.setdefault(waiter.loop, []).append((waiter, outcome))
-        else:
-            waiter.resolve(outcome)
-    for group in by_loop.values():
-        loop = group[0][0].loop
-        try:
-            loop.call_soon_threadsafe(_settle_all, group)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is waiting there any more
-
-
-def _settle_all(group: list[tuple[AsyncWaiter, Outcome]]) -> None:
-    for waiter, outcome in group:
-        settle(waiter.future, outcome)
+    """Hand each caller its outcome (as the value: the caller counts it, then raises an error);
+    callers on one event loop are woken by one callback."""
+    send([(call.waiter, outcome, None) for call, outcome in outcomes])
 
 
 # ---------------------------------------------------------------- one link per process and URL

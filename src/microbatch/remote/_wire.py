@@ -43,6 +43,7 @@ __all__ = [
     "GROUP",
     "MAX_CALLS_PER_ENTRY",
     "REPLY_FIELD",
+    "REPLY_TTL_MS",
     "Header",
     "Keys",
     "Reply",
@@ -52,6 +53,7 @@ __all__ = [
     "decode_replies",
     "encode_error",
     "encode_replies",
+    "pack_header",
 ]
 
 GROUP = "hosts"
@@ -111,8 +113,7 @@ class Header(NamedTuple):
     return_exceptions: bool = False  # a map that takes its failed items' errors in their places
 
     def pack(self) -> bytes:
-        # The sixth field only when set: a header without it reads as before (older hosts read the rest).
-        return _packer().pack(self if self.return_exceptions else self[:5])  # type: ignore[no-any-return]
+        return pack_header(self.request_id, self.single, self.timeout, self.size, self.codec, self.return_exceptions)
 
     @classmethod
     def unpack(cls, data: bytes) -> Header:
@@ -123,6 +124,16 @@ class Header(NamedTuple):
             timeout = float(timeout)
         return cls(request_id, bool(single), timeout, size, codec if type(codec) is str else str(codec),
                    bool(rest and rest[0]))
+
+
+def pack_header(
+    request_id: int, single: bool, timeout: float | None, size: int, codec: str, return_exceptions: bool = False
+) -> bytes:
+    """:meth:`Header.pack` without building a Header: the client packs one per call on its hot path."""
+    # The sixth field only when set: a header without it reads as before (older hosts read the rest).
+    fields = (request_id, single, timeout, size, codec, True) if return_exceptions else (
+        request_id, single, timeout, size, codec)
+    return _packer().pack(fields)  # type: ignore[no-any-return]
 
 
 def added_ms(entry_id: bytes) -> int:
