@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import msgpack
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from ._redis import CONNECT_TIMEOUT, OUTAGE, sync_client
+from ._redis import CONNECT_TIMEOUT, OUTAGE, clock_offset, sync_client
 from ._state import HostState
 from ._stats import stats_to_data
 from ._wire import GROUP
@@ -44,13 +43,12 @@ class Liveness(HostState):
             self._finished.wait(period)  # a period, not synchronisation
 
     def _heartbeat(self) -> None:
-        seconds, micros = self._redis.time()
-        self._offset = seconds + micros / 1e6 - time.time()
+        redis_now, self._offset = clock_offset(self._redis)
         stats = self.batcher.stats
         if stats.batches:
             self._run_p50 = stats.run_time_p50
         report = {
-            "at_ms": (seconds + micros / 1e6) * 1000.0,
+            "at_ms": redis_now * 1000.0,
             "stats": stats_to_data(stats),
             "max_batch_size": self.batcher.max_batch_size,
             "expired_unrun": self._expired_unrun,

@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 from .._errors import CircuitOpen, DeadlineExceeded, Overloaded
 from ._entries import Call, Entry, parse_entry
-from ._redis import OUTAGE, redacted
+from ._redis import OUTAGE, clock_offset, redacted
 from ._state import HostState
 from ._wire import FINISH, GROUP, Header, added_ms
 
@@ -101,8 +101,7 @@ class Reading(HostState):
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        seconds, micros = self._reader.time()
-        self._offset = seconds + micros / 1e6 - time.time()
+        _, self._offset = clock_offset(self._reader)
         self._group_ready = True
 
     def _went_down(self, exc: BaseException) -> None:
