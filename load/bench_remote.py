@@ -64,9 +64,10 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 class Stack:
-    """redis-server and one host, started and stopped by PID."""
+    """redis-server and one host of ``target`` serving ``name``, started and stopped by PID."""
 
-    def __init__(self) -> None:
+    def __init__(self, target: str = "load.bench_remote:noop", name: str = NAME,
+                 flags: tuple[str, ...] | list[str] = ("--max-batch-size", "64"), root: Path = ROOT) -> None:
         self.dir = tempfile.mkdtemp(prefix="mb-bench-")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -76,18 +77,17 @@ class Stack:
         self.redis = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                                        "--appendonly", "no", "--dir", self.dir, "--loglevel", "warning"],
                                       stdout=subprocess.DEVNULL)
-        path = os.pathsep.join([str(ROOT / "src"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        path = os.pathsep.join([str(root / "src"), str(root), os.environ.get("PYTHONPATH", "")])
         env = {**os.environ, "PYTHONPATH": path}
-        self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", "load.bench_remote:noop", "--url",
-                                      self.url, "--name", NAME, "--max-batch-size", "64", "--log-level", "WARNING"],
-                                     cwd=ROOT, env=env)
+        self.host = subprocess.Popen([sys.executable, "-m", "microbatch", "serve", target, "--url", self.url,
+                                      "--name", name, *flags, "--log-level", "WARNING"], cwd=root, env=env)
         import redis
 
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + 30
         while True:  # wait for the host's first report (bounded)
             try:
-                if client.hlen(f"microbatch:{NAME}:hosts"):
+                if client.hlen(f"microbatch:{name}:hosts"):
                     break
             except redis.ConnectionError:
                 pass

@@ -7,6 +7,7 @@ told to come back is told when the queue will have drained enough to take it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ._deadline import remaining
@@ -24,8 +25,8 @@ def call_timeout(timeout: Any, default: float | None) -> float | None:
     A bool, a string, 0, a negative, NaN or infinite explicit timeout is a mistake and raises; an
     ambient deadline that has already passed is not, and gives a result <= 0 (no time left).
     """
-    if timeout is not None:
-        check_call_timeout(timeout)
+    if timeout is not None and not (type(timeout) is float and 0 < timeout < math.inf):
+        check_call_timeout(timeout)  # a plain positive finite float (the usual case) needs no more checking
     return remaining(default if timeout is None else timeout)
 
 

@@ -1,4 +1,4 @@
-"""How calls enter a batcher: ``__call__``, ``acall``, ``map``, ``amap`` and ``submit``, and admission.
+"""How calls enter a batcher: ``__call__``, ``acall``, ``map``, ``amap``, ``submit`` and ``submit_many``; admission.
 
 A mixin of :class:`~microbatch.Batcher`, which owns the state it reads. Each call checks its items,
 its timeout and the queue's room (``_admission``, the breaker, coalescing), queues one request under
@@ -159,10 +159,57 @@ class Entry(Generic[T, U]):
         request, _ = self._admit(batch_items, False, timeout, CallbackWaiter(callback), return_exceptions)
         return functools.partial(self._cancel, request)
 
+    def submit_many(
+        self,
+        requests: Iterable[
+            tuple[Iterable[T], Callable[[list[U] | None, BaseException | None], object], float | None, bool]
+        ],
+    ) -> list[Callable[[], None] | Exception]:
+        """:meth:`submit` for many ``(items, callback, timeout, return_exceptions)`` requests at once, under
+        one hold of the lock.
+
+        The worker wakes once and finds them all queued, instead of dispatching the first while the rest
+        are still being submitted. Returns, for each request in order, its cancel function or the
+        exception that refused it (returned, not raised: the others are queued all the same).
+        """
+        outcomes: list[Callable[[], None] | Exception] = []
+        prepared: list[tuple[int, Request, list[Hashable] | None]] = []
+        for items, callback, timeout, return_exceptions in requests:
+            try:
+                batch_items = as_items(items, "submit_many")
+                if not batch_items:
+                    callback([], None)
+                    outcomes.append(_nothing)
+                    continue
+                request, _, same = self._prepare(
+                    batch_items, False, timeout, CallbackWaiter(callback), return_exceptions
+                )
+            except Exception as exc:
+                outcomes.append(exc)
+                continue
+            prepared.append((len(outcomes), request, same))
+            outcomes.append(functools.partial(self._cancel, request))
+        with self._lock:
+            for index, request, same in prepared:
+                try:
+                    self._enqueue_locked(request, same)
+                except Exception as exc:
+                    outcomes[index] = exc
+        return outcomes
+
     def _admit(
         self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
     ) -> tuple[Request, float | None]:
         """Queue ``items`` as one request, or raise why not; returns it and the call's effective timeout."""
+        request, timeout, same = self._prepare(items, single, timeout, waiter, return_exceptions)
+        with self._lock:
+            self._enqueue_locked(request, same)
+        return request, timeout
+
+    def _prepare(
+        self, items: list[Any], single: bool, timeout: float | None, waiter: Waiter, return_exceptions: bool = False
+    ) -> tuple[Request, float | None, list[Hashable] | None]:
+        """The checks that need no lock: ``items`` as a request (and its coalescing keys), or raise why not."""
         if timeout is not None:
             timeout = call_timeout(timeout, self.timeout)
         else:  # the common case, without a call: no per-call timeout, and often no ambient deadline either
@@ -181,40 +228,15 @@ class Entry(Generic[T, U]):
                 f"a map of {n} items can never fit batcher {self.name!r}'s max_queue_size={self.max_queue_size}; "
                 "split it into smaller maps or raise max_queue_size"
             )
-        coalescer = self._coalescer
         if self._plain:  # no size_of, group_by or coalescing: nothing to measure, key or share
             request, same = Request(items, single, deadline, now, waiter, None), None
         else:
-            request, same = self._prepare(items, single, deadline, now, waiter)
+            request, same = self._measured(items, single, deadline, now, waiter)
         if return_exceptions:
             request.return_exceptions = True
-        with self._lock:
-            queue = self._queue
-            if self._closing:
-                self._stats.rejected += n
-                raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
-            fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
-            if (queue.depth + fresh > self.max_queue_size or self.max_queue_delay_ms is not None
-                    or not self._breaker.clean):
-                self._refuse_locked(now, n, fresh)
-            crew = self._crew
-            if not crew.started:
-                crew.start(self.name)
-            self._pending.add(request)
-            self._stats.submitted += n
-            if same is None:
-                queued: Request | None = request
-            else:
-                self._stats.coalesced += n - fresh
-                queued = cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
-            if queued is not None:
-                policy = self._policy
-                queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
-                policy.arrived(now, fresh)
-                crew.wake()
-        return request, timeout
+        return request, timeout, same
 
-    def _prepare(
+    def _measured(
         self, items: list[Any], single: bool, deadline: float | None, now: float, waiter: Waiter
     ) -> tuple[Request, list[Hashable] | None]:
         """The request of a batcher with ``size_of``, ``group_by`` or coalescing, and its items' coalescing keys."""
@@ -228,6 +250,31 @@ class Entry(Generic[T, U]):
         same = None if coalescer is None else coalescer.keys(items)  # what makes items identical
         request = (Request if coalescer is None else Ticket)(items, single, deadline, now, waiter, tokens, keys)
         return request, same
+
+    def _enqueue_locked(self, request: Request, same: list[Hashable] | None) -> None:
+        """Queue a prepared request (*locked*), or raise why not (closed, breaker open, queue full)."""
+        n, now, queue, coalescer = request.size, request.arrival, self._queue, self._coalescer
+        if self._closing:
+            self._stats.rejected += n
+            raise BatcherClosed(f"batcher {self.name!r} is closed and accepts no calls")
+        fresh = n if same is None else cast(Coalescer, coalescer).fresh(same)  # items that take queue space
+        if queue.depth + fresh > self.max_queue_size or self.max_queue_delay_ms is not None or not self._breaker.clean:
+            self._refuse_locked(now, n, fresh)
+        crew = self._crew
+        if not crew.started:
+            crew.start(self.name)
+        self._pending.add(request)
+        self._stats.submitted += n
+        if same is None:
+            queued: Request | None = request
+        else:
+            self._stats.coalesced += n - fresh
+            queued = cast(Coalescer, coalescer).admit(cast(Ticket, request), same)
+        if queued is not None:
+            policy = self._policy
+            queue.push(queued, now if queued.size <= self.small_request_size else now + policy.aging())
+            policy.arrived(now, fresh)
+            crew.wake()
 
     def _refuse_locked(self, now: float, n: int, fresh: int) -> None:
         """Raise why ``n`` items (``fresh`` of them taking queue space) may not join now, if they may not."""

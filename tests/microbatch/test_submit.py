@@ -133,6 +133,48 @@ def test_a_raising_callback_is_logged_and_the_worker_keeps_serving(
     assert "submit() callback raised" in caplog.text
 
 
+def test_submit_many_queues_every_request_before_the_worker_plans_so_one_batch_takes_them_all(
+    make_batcher: Any, gate: Any
+) -> None:
+    gate.open()
+    b = make_batcher(gate, max_wait_ms=0, name="submit-many")
+    outcomes = [Outcomes() for _ in range(3)]
+    cancels = b.submit_many([
+        (["a"], outcomes[0], None, False), (["b", "c"], outcomes[1], 10.0, False), (["d"], outcomes[2], None, True)
+    ])
+    assert all(callable(cancel) and not isinstance(cancel, Exception) for cancel in cancels)
+    assert [o.wait(1)[0][:2] for o in outcomes] == [
+        ([("out", "a")], None), ([("out", "b"), ("out", "c")], None), ([("out", "d")], None)
+    ]
+    # An idle worker dispatches at once (max_wait_ms=0): it saw all four items queued together.
+    assert gate.calls == [["a", "b", "c", "d"]]
+
+
+def test_submit_many_returns_each_refusal_in_its_place_and_queues_the_rest(
+    make_batcher: Any, gate: Any, hold: Any, queued: Any
+) -> None:
+    b = make_batcher(gate, max_batch_size=2, max_queue_size=2, name="submit-many-full")
+    blocker = hold(b, gate)
+    outcomes = Outcomes()
+    empty = Outcomes()
+    first, full, none, text, no_time = b.submit_many([
+        (["a", "b"], outcomes, None, False), (["c"], outcomes, None, False), ([], empty, None, False),
+        ("word", outcomes, None, False), (["d"], outcomes, 0, False),
+    ])
+    assert callable(first) and not isinstance(first, Exception)
+    assert isinstance(full, Overloaded)
+    assert empty.seen == [([], None, threading.current_thread().name)] and callable(none)
+    assert isinstance(text, TypeError) and "would split this str" in str(text)
+    assert isinstance(no_time, ValueError) and "timeout" in str(no_time)
+    queued(b, 2)
+    gate.open()
+    blocker.result()
+    assert outcomes.wait(1) == [([("out", "a"), ("out", "b")], None, "microbatch-submit-many-full")]
+    b.close()
+    (closed,) = b.submit_many([(["e"], outcomes, None, False)])
+    assert isinstance(closed, BatcherClosed) and len(outcomes.seen) == 1
+
+
 def test_with_return_exceptions_a_failed_item_takes_its_error_in_its_place(make_batcher: Any) -> None:
     def upper_unless_bad(items: list[str]) -> list[str]:
         if "bad" in items:
@@ -148,3 +190,18 @@ def test_with_return_exceptions_a_failed_item_takes_its_error_in_its_place(make_
     assert isinstance(results[1], ValueError) and str(results[1]) == "bad item"
     [(results, error, _)] = whole.wait(1)
     assert results is None and isinstance(error, ValueError)  # without it, the request fails whole
+
+
+def test_submit_many_takes_return_exceptions_per_request(make_batcher: Any) -> None:
+    def upper_unless_bad(items: list[str]) -> list[str]:
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [item.upper() for item in items]
+
+    b = make_batcher(upper_unless_bad, max_wait_ms=0, name="submit-many-mixed")
+    mixed, whole = Outcomes(), Outcomes()
+    b.submit_many([(["a", "bad"], mixed, None, True), (["bad"], whole, None, False)])
+    [(results, error, _)] = mixed.wait(1)
+    assert error is None and results[0] == "A" and isinstance(results[1], ValueError)
+    [(results, error, _)] = whole.wait(1)
+    assert results is None and isinstance(error, ValueError)

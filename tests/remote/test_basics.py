@@ -123,3 +123,16 @@ def test_a_closed_remote_batcher_refuses_calls(remote: Callable[..., Any]) -> No
     assert rb.closed
     with pytest.raises(BatcherClosed):
         rb("x")
+
+
+def test_the_hosts_reading_of_redis_clock_matches_this_machines_clock(r: Any) -> None:
+    import time
+
+    from microbatch.remote._redis import clock_offset
+
+    before = time.time()
+    redis_now, offset = clock_offset(r)
+    after = time.time()
+    # One machine, one clock: Redis's reading falls inside the round trip, and the offset is within half of it.
+    assert before - 0.001 <= redis_now <= after + 0.001
+    assert abs(offset) <= (after - before) / 2 + 0.001

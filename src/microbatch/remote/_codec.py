@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import sys
+import threading
 from typing import Any, Protocol, runtime_checkable
 
 import msgpack
@@ -45,7 +46,7 @@ class MsgpackCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
-            return msgpack.packb(value, default=_to_ext, use_bin_type=True)  # type: ignore[no-any-return]
+            return _packer().pack(value)  # type: ignore[no-any-return]
         except (TypeError, ValueError, OverflowError) as exc:
             raise TypeError(
                 f"microbatch.remote's msgpack codec cannot encode this value ({exc}): send str, bytes, numbers, "
@@ -83,6 +84,19 @@ class PickleCodec:
 
     def __repr__(self) -> str:
         return "PickleCodec()"
+
+
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's Packer: ``msgpack.packb`` builds a new one (and its buffer) per call, 4x the cost of a
+    small value's packing. A Packer is not thread-safe, and it resets itself after an error."""
+    try:
+        return _local.packer
+    except AttributeError:
+        _local.packer = packer = msgpack.Packer(default=_to_ext, use_bin_type=True)
+        return packer
 
 
 def _to_ext(value: Any) -> msgpack.ExtType:

@@ -1,52 +1,47 @@
 """The model host: pulls calls for one batcher name from Redis and feeds them to a real Batcher.
 
 Plain threads on blocking redis-py connections (hiredis parses): a reader (XREADGROUP while the
-batcher has room; each call goes in with :meth:`Batcher.submit`, no task or thread per call, here),
-a flusher (replies, acknowledgements and deletions of everything finished since its last round
-trip, in one Lua call: ``_replying``), a heartbeat (stats, liveness of held entries, claims of
-abandoned ones) and a cancel listener (pub/sub: ``_liveness``). The batcher's worker runs the model
-and hands each outcome to the flusher.
+batcher has room; the calls of a read go in with one :meth:`Batcher.submit_many`, no task or thread
+per call: ``_reading``), a flusher (replies, acknowledgements and deletions of everything finished since its
+last round trip, in one Lua call: ``_replying``), a heartbeat (stats, liveness of held entries, claims
+of abandoned ones) and a cancel listener (pub/sub: ``_liveness``). The batcher's worker runs the model
+and hands each outcome over; with a fast model the reader sends the replies in its next read's round
+trip, sparing the flusher's.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
+import gc
 import logging
+import math
 import os
 import signal
 import socket
 import threading
-import time
 import uuid
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import ResponseError
-
 from .. import Batcher
-from .._errors import CircuitOpen, DeadlineExceeded, Overloaded
 from ._calls import Alarm
 from ._codec import Codec, MsgpackCodec
-from ._entries import EarlyCancels, Entry, parse_entry
+from ._entries import Call, EarlyCancels, Entry
 from ._liveness import Liveness
+from ._reading import BLOCK_MS, Reading
 from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
 from ._replying import Replying
-from ._state import Outcome, Parked
-from ._wire import GROUP, Header, Keys, stream_age
+from ._state import Outcome
+from ._wire import Keys
 
 __all__ = ["Host", "serve"]
 
 logger = logging.getLogger("microbatch.remote")
 
-_BLOCK_MS = 500  # an XREADGROUP waits this long for work; a draining host stops after its current read
-_MAX_BACKOFF = 1.0
-_POLL = 0.5  # how often a thread waiting for a condition also checks for a stop signal
 _SIGNAL_POLL = 0.05  # how often run()'s thread looks at stop requests
 
 
-class Host(Replying, Liveness):
+class Host(Reading, Replying, Liveness):
     """Serves ``batcher`` to every :class:`~microbatch.remote.RemoteBatcher` of the same name.
 
     It reads requests with XREADGROUP only while its own batcher has room (``prefetch`` items held,
@@ -93,18 +88,22 @@ class Host(Replying, Liveness):
         self.report_interval = report_interval
         self.consumer = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._lock = threading.Lock()
-        self._room = Alarm()  # rung by the flusher when calls finish: the reader may read again
+        self._room = Alarm()  # rung when finished calls are taken (room freed): the reader may read again
         self._wake = Alarm()  # rung when a call finishes: the flusher sends its reply
+        self._ready = Alarm()  # rung when a call finishes while the reader waits to carry the replies
+        self._carrying = False  # the reader is about to take the finished calls: the flusher leaves them
+        self._run_p50 = math.inf  # the batch function's run time p50, seconds (from the stats, each heartbeat)
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._finished = threading.Event()  # set once run() is done with the helpers
         self._entries: dict[bytes, Entry] = {}  # held, by stream id
         self._held = 0  # items of submitted calls not finished yet
         self._acks: list[tuple[bytes, int]] = []  # entries settled without running, not yet acknowledged
-        # Finished calls, appended by the batcher's worker without a lock, taken in bulk by the flusher.
+        # Finished calls, appended by the batcher's worker without a lock, taken in bulk (by the flusher,
+        # the reader or, for a lone call, the worker) under the lock.
         self._outcomes: deque[Outcome] = deque()
-        self._unsent: list[list[Any]] = []  # FINISH arguments a failed direct reply left for the flusher
-        self._parked: list[Parked] = []
+        self._unsent: list[list[Any]] = []  # FINISH arguments a failed direct or carried reply left for the flusher
+        self._parked: list[Call] = []  # calls waiting for room in the batcher, in order
         self._early = EarlyCancels()
         self._mean_entry = 1.0  # items per entry, recently: how many entries fill the room
         self._offset = 0.0  # Redis's clock minus ours, seconds
@@ -152,8 +151,11 @@ class Host(Replying, Liveness):
 
     def _serve(self) -> None:
         self._redis = sync_client(self.url)
-        self._reader = sync_client(self.url, socket_timeout=_BLOCK_MS / 1000 + CONNECT_TIMEOUT + 1.0)
+        self._reader = sync_client(self.url, socket_timeout=BLOCK_MS / 1000 + CONNECT_TIMEOUT + 1.0)
         self.batcher.start()
+        # What is alive now (the imports, the model) lives as long as the host: the collector's full passes,
+        # set off by the calls a read brings in at once, need not walk it again and again.
+        gc.freeze()
         logger.info("microbatch host %s serving %r from %s", self.consumer, self.keys.name, redacted(self.url))
         threads = {name: threading.Thread(target=target, name=f"microbatch-host-{name}", daemon=True)
                    for name, target in (("read", self._read_loop), ("flush", self._flush_loop),
@@ -184,148 +186,6 @@ class Host(Replying, Liveness):
             self._reader.close()
             logger.info("microbatch host %s stopped", self.consumer)
 
-    # ------------------------------------------------------------------ reading
-
-    def _read_loop(self) -> None:
-        backoff = 0.05
-        while not self._stopping.is_set():
-            room = self.prefetch - self._held
-            if room <= 0:
-                self._room.wait(_POLL)
-                continue
-            try:
-                if not self._group_ready:
-                    self._ensure_group()
-                response: Any = self._reader.xreadgroup(
-                    GROUP, self.consumer, {self.keys.requests: ">"}, count=max(1, int(room / self._mean_entry)),
-                    block=_BLOCK_MS,
-                )
-            except ResponseError as exc:
-                if "NOGROUP" not in str(exc):  # NOGROUP: Redis restarted empty, or someone deleted the stream
-                    logger.error("microbatch host %s: XREADGROUP failed: %s", self.consumer, exc)
-                    self._stopping.wait(_MAX_BACKOFF)  # pacing retries, not synchronisation
-                self._group_ready = False
-                continue
-            except OUTAGE as exc:
-                self._went_down(exc)
-                self._stopping.wait(backoff)  # pacing reconnection attempts, not synchronisation
-                backoff = min(_MAX_BACKOFF, backoff * 2)
-                continue
-            backoff = 0.05
-            self._came_back()
-            for _stream, entries in response or []:
-                for entry_id, fields in entries:
-                    self._accept_safely(entry_id, fields)
-
-    def _ensure_group(self) -> None:
-        try:
-            # From "0": requests queued before any host existed are served too.
-            self._reader.xgroup_create(self.keys.requests, GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
-        seconds, micros = self._reader.time()
-        self._offset = seconds + micros / 1e6 - time.time()
-        self._group_ready = True
-
-    def _went_down(self, exc: BaseException) -> None:
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            logger.warning("microbatch host %s: Redis at %s unreachable (%s); retrying", self.consumer,
-                           redacted(self.url), exc)
-        self._group_ready = False
-
-    def _came_back(self) -> None:
-        if self._down_since is not None:
-            logger.warning("microbatch host %s: Redis is back after %.1fs", self.consumer,
-                           time.monotonic() - self._down_since)
-            self._down_since = None
-
-    def _accept_safely(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
-        try:
-            self._accept(entry_id, fields)
-        except Exception:  # the reader must outlive any entry; an unaccepted one is claimed again later
-            logger.exception("microbatch host %s: could not accept entry %r", self.consumer, entry_id)
-
-    def _accept(self, entry_id: bytes, fields: dict[bytes, bytes] | None) -> None:
-        """Take one entry: settle at once the calls that cannot run, submit the others to the batcher."""
-        with self._lock:
-            if entry_id in self._entries:
-                return  # already held (a claim of an entry this host holds)
-        try:
-            reply_to, calls = parse_entry(fields or {})
-        except Exception as exc:
-            if fields:  # no fields: deleted by its cancelled caller after delivery
-                logger.error("microbatch host %s: dropped unreadable entry %r (%s)", self.consumer, entry_id, exc)
-            with self._lock:
-                self._acks.append((entry_id, 0))
-            self._wake.set()
-            return
-        age = stream_age(entry_id, self._offset)
-        now = time.monotonic()
-        entry = Entry(entry_id, reply_to, sum(header.size for header, _ in calls), len(calls))
-        settled: list[tuple[Header, BaseException]] = []
-        runnable: list[tuple[Header, bytes, float | None]] = []
-        with self._lock:
-            if entry_id in self._entries:
-                return  # the reader and a claim both found it
-            dropped = self._early.pop(entry_id)
-            for header, payload in calls:
-                left = None if header.timeout is None else header.timeout - age
-                if header.request_id in dropped:
-                    self._cancelled_unrun += header.size
-                    settled.append((header, asyncio.CancelledError()))
-                elif header.codec != self.codec.name:
-                    settled.append((header, TypeError(
-                        f"the host of {self.keys.name!r} reads the {self.codec.name!r} codec but the client sent "
-                        f"{header.codec!r}: give both ends the same codec (an unread request is never unpickled)")))
-                elif left is not None and left <= 0:
-                    self._expired_unrun += header.size
-                    settled.append((header, DeadlineExceeded(
-                        f"the request to {self.keys.name!r} passed its deadline before a host read it")))
-                else:
-                    runnable.append((header, payload, None if left is None else now + left))
-                    self._held += header.size
-            self._entries[entry_id] = entry
-            self._mean_entry += 0.2 * (entry.size - self._mean_entry)
-        for header, error in settled:
-            self._done(entry, header.request_id, 0, None, error)
-        for header, payload, deadline in runnable:
-            try:
-                items = self.codec.decode(payload)
-                if not isinstance(items, list) or len(items) != header.size:
-                    got = len(items) if isinstance(items, list) else type(items).__name__
-                    raise ValueError(f"the request's payload holds {got} items, its header says {header.size}")
-            except Exception as exc:
-                self._done(entry, header.request_id, header.size, None, exc)
-                continue
-            if not self._submit(entry, header, items, deadline):
-                with self._lock:
-                    self._parked.append((entry, header, items, deadline))
-
-    def _submit(self, entry: Entry, header: Header, items: list[Any], deadline: float | None) -> bool:
-        """Hand one call to the batcher; False if it has no room now (the caller parks the call)."""
-        done = functools.partial(self._done, entry, header.request_id, header.size)
-        timeout = None if deadline is None else deadline - time.monotonic()
-        try:
-            if timeout is not None and timeout <= 0:
-                raise DeadlineExceeded(f"the request to {self.keys.name!r} passed its deadline waiting for room")
-            cancel = self.batcher.submit(items, done, timeout=timeout, return_exceptions=header.return_exceptions)
-        except CircuitOpen as exc:  # the model is failing: the caller hears it (with retry_after), no waiting here
-            done(None, exc)
-            return True
-        except Overloaded:
-            return False  # a map larger than the batcher's free room, or entries packed fuller than before
-        except Exception as exc:
-            done(None, exc)
-            return True
-        with self._lock:
-            cancelled = header.request_id in entry.dropped
-            if not cancelled:
-                entry.cancels[header.request_id] = cancel  # a no-op to call if the call is done meanwhile
-        if cancelled:
-            cancel()
-        return True
 
 def serve(
     batcher: Batcher[Any, Any],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import msgpack
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from ._redis import CONNECT_TIMEOUT, OUTAGE, sync_client
+from ._redis import CONNECT_TIMEOUT, OUTAGE, clock_offset, sync_client
 from ._state import HostState
 from ._stats import stats_to_data
 from ._wire import GROUP
@@ -44,11 +43,13 @@ class Liveness(HostState):
             self._finished.wait(period)  # a period, not synchronisation
 
     def _heartbeat(self) -> None:
-        seconds, micros = self._redis.time()
-        self._offset = seconds + micros / 1e6 - time.time()
+        redis_now, self._offset = clock_offset(self._redis)
+        stats = self.batcher.stats
+        if stats.batches:
+            self._run_p50 = stats.run_time_p50
         report = {
-            "at_ms": (seconds + micros / 1e6) * 1000.0,
-            "stats": stats_to_data(self.batcher.stats),
+            "at_ms": redis_now * 1000.0,
+            "stats": stats_to_data(stats),
             "max_batch_size": self.batcher.max_batch_size,
             "expired_unrun": self._expired_unrun,
             "cancelled_unrun": self._cancelled_unrun,
@@ -67,13 +68,14 @@ class Liveness(HostState):
                 self.keys.requests, GROUP, self.consumer, int(self.claim_idle * 1000), "0-0",
                 count=max(1, int(room / self._mean_entry)),
             )
-            for entry_id, fields in answer[1]:
-                with self._lock:
-                    new = entry_id not in self._entries
-                    self._claimed += new
-                if new:
-                    logger.info("microbatch host %s: claimed %r from a host that stopped", self.consumer, entry_id)
-                self._accept_safely(entry_id, fields)
+            claimed: list[tuple[bytes, dict[bytes, bytes] | None]] = answer[1]
+            with self._lock:
+                new = [entry_id for entry_id, _ in claimed if entry_id not in self._entries]
+                self._claimed += len(new)
+            for entry_id in new:
+                logger.info("microbatch host %s: claimed %r from a host that stopped", self.consumer, entry_id)
+            if claimed:
+                self._accept_safely(claimed)
 
     def _cancel_loop(self) -> None:
         backoff = 0.05
@@ -107,8 +109,9 @@ class Liveness(HostState):
             if entry is None:
                 self._early.add(entry_id, request_id)  # not read yet (or by another host): drop it if read later
             else:
-                cancel = entry.cancels.get(request_id)
-                if cancel is None:
-                    entry.dropped.add(request_id)  # parked, or being submitted right now
+                call = entry.calls.get(request_id)  # None: done already
+                if call is not None:
+                    cancel = call.cancel
+                    call.dropped = cancel is None  # parked, or being submitted right now
         if cancel is not None:
             cancel()

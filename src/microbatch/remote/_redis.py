@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -11,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-__all__ = ["CONNECT_TIMEOUT", "OUTAGE", "async_client", "redacted", "sync_client"]
+__all__ = ["CONNECT_TIMEOUT", "OUTAGE", "async_client", "clock_offset", "redacted", "sync_client"]
 
 #: Seconds to wait for a connection or a reply. One retry on a fresh connection (a pooled one may
 #: have died with an old server), so a refused or silent Redis is reported within about a second.
@@ -49,3 +50,13 @@ def redacted(url: str) -> str:
     credentials, _, location = rest.rpartition("@")
     user = credentials.split(":", 1)[0]
     return f"{scheme}://{user + ':' if user else ''}***@{location}"
+
+
+def clock_offset(client: redis.Redis) -> tuple[float, float]:
+    """Redis's clock (``TIME``) and its offset from ours, in seconds. The reading is taken as of the
+    middle of the round trip: read after the reply, it would run late by the reply's way back, and
+    every deadline a host derives from it with it."""
+    before = time.time()
+    seconds, micros = client.time()
+    now = seconds + micros / 1e6
+    return now, now - (before + time.time()) / 2

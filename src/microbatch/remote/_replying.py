@@ -9,9 +9,9 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._entries import Entry
+from ._entries import Call
 from ._redis import OUTAGE
-from ._state import HostState, Parked
+from ._state import HostState, Result
 from ._wire import FINISH, GROUP, REPLY_TTL_MS, Reply, Script, encode_error, encode_replies
 
 __all__ = ["Replying"]
@@ -20,21 +20,17 @@ logger = logging.getLogger("microbatch.remote")
 
 _MAX_BACKOFF = 1.0
 
-#: One reply before encoding: (request id, results or None, error or None).
-_Result = tuple[int, Any, BaseException | None]
-
-
 class Replying(HostState):
     """The :class:`~microbatch.remote.Host`'s flusher side (a mixin: the state is the host's)."""
 
     __slots__ = ()
 
-    def _done(self, entry: Entry, request_id: int, held: int, results: Any, error: BaseException | None) -> None:
+    def _done(self, call: Call, results: Any, error: BaseException | None) -> None:
         """A call's outcome, from the batcher's worker (maybe under the batcher's lock: no calls back into it)."""
         if self._abort.is_set():
             return  # after a forced stop nothing is acknowledged: another host reruns the entry
-        self._outcomes.append((entry, request_id, held, results, error))
-        if error is None and held == self._held:
+        self._outcomes.append((call, results, error))
+        if error is None and call.held == self._held:
             # The only call held (a lone caller): reply from this thread, sparing a hand-off to the flusher.
             # Results arrive after the batcher released its lock; with others held the flusher batches.
             replies, acks, parked = self._settle()
@@ -43,6 +39,12 @@ class Replying(HostState):
             if parked:
                 with self._lock:
                     self._parked[0:0] = parked
+        if self._carrying:
+            with self._lock:  # the reader clears the flag as it takes the calls, under this lock
+                carrying = self._carrying
+            if carrying:  # it takes this one too: no need to wake the flusher
+                self._ready.set()
+                return
         self._wake.set()
 
     # ------------------------------------------------------------------ replying
@@ -50,16 +52,13 @@ class Replying(HostState):
     def _flush_loop(self) -> None:
         while True:
             self._wake.wait(None)
+            if self._carrying and not (self._closing or self._unsent):
+                # The reader takes them within moments and replies with its next read. (A call that
+                # finishes after that take rings this alarm after the flag was cleared: none is left behind.)
+                continue
             replies, acks, parked = self._settle()
-            for index, (entry, header, items, deadline) in enumerate(parked):
-                if header.request_id in entry.dropped:
-                    with self._lock:
-                        self._cancelled_unrun += header.size
-                    self._done(entry, header.request_id, header.size, None, asyncio.CancelledError())
-                elif not self._submit(entry, header, items, deadline):
-                    with self._lock:  # still no room: the rest stay parked, in order, before later ones
-                        self._parked[0:0] = parked[index:]
-                    break
+            if parked:
+                self._resubmit(parked)
             with self._lock:
                 unsent, self._unsent = self._unsent, []
             if acks or replies:
@@ -69,36 +68,56 @@ class Replying(HostState):
             if self._abort.is_set() or (self._closing and not (self._outcomes or self._acks or self._unsent)):
                 return
 
-    def _settle(self) -> tuple[dict[str, list[_Result]], list[tuple[bytes, int]], list[Parked]]:
+    def _resubmit(self, parked: list[Call]) -> None:
+        """Room was freed: submit the parked calls again (those still without room stay parked, in order)."""
+        live: list[Call] = []
+        for call in parked:
+            if call.dropped:
+                with self._lock:
+                    self._cancelled_unrun += call.size
+                self._done(call, None, asyncio.CancelledError())
+            else:
+                live.append(call)
+        still = self._submit(live)
+        if still:
+            with self._lock:  # before calls parked meanwhile
+                self._parked[0:0] = still
+
+    def _settle(self, carrying: bool = False) -> tuple[dict[str, list[Result]], list[tuple[bytes, int]], list[Call]]:
         """Take the finished calls: their replies by reply key, the entries now done, and (room having been
-        freed) the parked calls to submit again."""
-        outcomes = self._outcomes
-        taken = []
-        while outcomes:
-            try:
-                taken.append(outcomes.popleft())
-            except IndexError:  # another thread took the last one
-                break
-        replies: dict[str, list[_Result]] = {}
+        freed) the parked calls to submit again. ``carrying``: the reader takes them (and ends its wait)."""
+        replies: dict[str, list[Result]] = {}
         with self._lock:
+            if carrying:
+                self._carrying = False
+            outcomes = self._outcomes
+            taken = []
+            while outcomes:  # appended by the worker without the lock; taken only under it
+                taken.append(outcomes.popleft())
             acks, self._acks = self._acks, []
-            for entry, request_id, held, results, error in taken:
-                self._held -= held
-                entry.cancels.pop(request_id, None)
+            entries = self._entries
+            for call, results, error in taken:
+                entry = call.entry
+                calls = entry.calls
+                if calls.pop(call.request_id, None) is None:
+                    continue  # settled already (each call has one outcome: this is only a safeguard)
+                call.cancel = None  # it leads back here through the batcher's request: leave no cycle to collect
+                self._held -= call.held
                 if not isinstance(error, asyncio.CancelledError):  # a cancelled call's caller is gone
-                    replies.setdefault(entry.reply_to, []).append((request_id, results, error))
-                entry.left -= 1
-                if entry.left == 0:
-                    del self._entries[entry.id]
+                    replies.setdefault(entry.reply_to, []).append(
+                        (call.request_id, results, error, call.return_exceptions)
+                    )
+                if not calls:
+                    del entries[entry.id]
                     acks.append((entry.id, entry.size))
-            parked: list[Parked] = []
+            parked: list[Call] = []
             if taken:
                 parked, self._parked = self._parked, []
         if taken:
             self._room.set()
         return replies, acks, parked
 
-    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[_Result]]) -> list[Any]:
+    def _finish_args(self, acks: list[tuple[bytes, int]], replies: dict[str, list[Result]]) -> list[Any]:
         """The FINISH script's arguments: the entries to acknowledge, then one blob of replies per client."""
         args: list[Any] = [GROUP, REPLY_TTL_MS, len(acks)]
         for entry_id, size in acks:
@@ -117,8 +136,7 @@ class Replying(HostState):
                 return
             except Exception as exc:
                 if not retry:
-                    with self._lock:
-                        self._unsent.append(args)
+                    self._unsend(args)
                     return
                 if not isinstance(exc, OUTAGE):
                     logger.exception("microbatch host %s: FINISH failed; its entries will be claimed again",
@@ -134,11 +152,18 @@ class Replying(HostState):
                 self._abort.wait(backoff)  # pacing reconnection attempts, not synchronisation
                 backoff = min(_MAX_BACKOFF, backoff * 2)
 
-    def _reply(self, outcome: _Result) -> Reply:
-        request_id, results, error = outcome
+    def _unsend(self, args: list[Any]) -> None:
+        """FINISH arguments another thread could not send: the flusher sends them (and retries)."""
+        with self._lock:
+            self._unsent.append(args)
+        self._wake.set()
+
+    def _reply(self, outcome: Result) -> Reply:
+        request_id, results, error, return_exceptions = outcome
         if error is None:
             try:
-                failed = [(i, encode_error(r)) for i, r in enumerate(results) if isinstance(r, BaseException)]
+                failed = [(i, encode_error(r)) for i, r in enumerate(results)
+                          if isinstance(r, BaseException)] if return_exceptions else None
                 if failed:  # a map with return_exceptions: its errors travel beside the other results
                     cleared = list(results)
                     for i, _ in failed:
