@@ -214,7 +214,8 @@ def http_json(url: str, body: Any = None, timeout: float = 60.0, *, sheds: int =
     Retry-After (the batcher shedding load it could not serve in time) is waited out and the call
     made again, as the Locust users do."""
     data = None if body is None else json.dumps(body).encode()
-    for attempt in range(sheds + 1):
+    attempt = 0
+    while True:
         request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -223,8 +224,8 @@ def http_json(url: str, body: Any = None, timeout: float = 60.0, *, sheds: int =
             retry_after = exc.headers.get("Retry-After")
             if exc.code != 503 or retry_after is None or attempt == sheds:
                 raise
+            attempt += 1
             time.sleep(min(float(retry_after), 5.0))  # pacing the retry the server asked for
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 @dataclass

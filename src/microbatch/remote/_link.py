@@ -30,7 +30,7 @@ from .._waiters import send
 from ._calls import Alarm, Call, Mixed, Outcome
 from ._channel import Channel
 from ._lone import _BLOCK, _OUTAGE_GRACE, LoneCalls, Op
-from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, sync_client
+from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, server_after_outage, sync_client
 from ._wire import (
     ADMIT,
     CANCEL,
@@ -279,24 +279,16 @@ class Link(LoneCalls):
     def _ride_out_outage(self, listen: Redis, run_id: str | None) -> str | None:
         """Wait for Redis to answer again. Calls in flight survive a blip of the same server; past the
         grace period, or when another server (a restart lost the streams) answers, they fail at once."""
-        started = time.monotonic()
-        pause = threading.Event()
         while not self._closed:
-            try:
-                now_id = str(listen.info("server")["run_id"])
-            except OUTAGE:
-                now_id = None
-            if now_id is not None and now_id == run_id:
+            now_id = server_after_outage(listen, time.monotonic() + _OUTAGE_GRACE, lambda: self._closed)
+            if self._closed or (now_id is not None and now_id == run_id):
                 return run_id
-            if now_id is not None or time.monotonic() - started >= _OUTAGE_GRACE:
-                what = "restarted" if now_id is not None else "unreachable"
-                self._fail_admitted(RedisUnavailable, f"Redis at {redacted(self.url)} {what} while the call waited "
-                                                      "for its result; it may or may not have run")
-                if now_id is not None:
-                    return now_id
-                run_id = None  # keep polling; the next server's id is taken as it is
-                started = time.monotonic()
-            pause.wait(0.05)
+            what = "restarted" if now_id is not None else "unreachable"
+            self._fail_admitted(RedisUnavailable, f"Redis at {redacted(self.url)} {what} while the call waited "
+                                                  "for its result; it may or may not have run")
+            if now_id is not None:
+                return now_id
+            run_id = None  # keep polling; the next server's id is taken as it is
         return run_id
 
     def _fail_admitted(self, kind: type[RedisUnavailable], message: str) -> None:

@@ -23,7 +23,7 @@ from .._errors import MicrobatchError
 from .._remote_errors import RedisUnavailable
 from ._calls import Call, SyncWaiter
 from ._channel import Channel
-from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted
+from ._redis import CONNECT_TIMEOUT, OUTAGE, redacted, server_after_outage
 from ._wire import REPLY_TTL_MS, Script
 
 __all__ = ["LoneCalls", "Op"]
@@ -147,17 +147,10 @@ class LoneCalls:
     def _lone_outage(self, call: Call) -> None:
         """Redis went away while a lone call waited: it survives if the same server answers again within
         the grace period (as the listener's calls do), else it fails now, not at its deadline."""
-        started = time.monotonic()
-        pause = threading.Event()
-        while time.monotonic() - started < _OUTAGE_GRACE and time.monotonic() < call.deadline and not self._closed:
-            try:
-                now_id = str(self._redis.info("server")["run_id"])
-            except OUTAGE:
-                pause.wait(0.05)
-                continue
-            if self._run_id is None or now_id == self._run_id:
-                return
-            break  # another server: a restart lost the streams
+        until = min(time.monotonic() + _OUTAGE_GRACE, call.deadline)
+        now_id = server_after_outage(self._redis, until, lambda: self._closed)
+        if now_id is not None and (self._run_id is None or now_id == self._run_id):
+            return  # the same server (another one would have lost the streams)
         self._fail([call], lambda: RedisUnavailable(f"Redis at {redacted(self.url)} went away while the call waited "
                                                     "for its result; it may or may not have run"))
 

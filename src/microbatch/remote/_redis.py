@@ -1,8 +1,13 @@
-"""Connecting to Redis: URLs pass through to redis-py; short timeouts so an outage surfaces within a second."""
+"""Connecting to Redis, reading its clock, and telling which server answers after an outage.
+
+URLs pass through to redis-py; timeouts are short so that an outage surfaces within a second.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -12,7 +17,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-__all__ = ["CONNECT_TIMEOUT", "OUTAGE", "async_client", "clock_offset", "redacted", "sync_client"]
+__all__ = [
+    "CONNECT_TIMEOUT", "OUTAGE", "async_client", "clock_offset", "redacted", "server_after_outage", "sync_client",
+]
 
 #: Seconds to wait for a connection or a reply. One retry on a fresh connection (a pooled one may
 #: have died with an old server), so a refused or silent Redis is reported within about a second.
@@ -60,3 +67,18 @@ def clock_offset(client: redis.Redis) -> tuple[float, float]:
     seconds, micros = client.time()
     now = seconds + micros / 1e6
     return now, now - (before + time.time()) / 2
+
+
+def server_after_outage(client: redis.Redis, until: float, stopped: Callable[[], bool]) -> str | None:
+    """After a connection failed: the ``run_id`` of the Redis that answers at ``client``'s URL, polled every
+    50 ms until ``until`` (a ``time.monotonic()`` value) or ``stopped()``; None if none answered by then.
+    A caller compares it with the id it saw before: the same server kept its streams, another lost them."""
+    pause = threading.Event()
+    while not stopped():
+        try:
+            return str(client.info("server")["run_id"])
+        except OUTAGE:
+            if time.monotonic() >= until:
+                return None
+        pause.wait(0.05)  # pacing the polls, not synchronisation
+    return None

@@ -24,16 +24,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
-from .._errors import (
-    BadBatchOutput,
-    BatcherClosed,
-    BatchSizeMismatch,
-    CircuitOpen,
-    DeadlineExceeded,
-    ItemTooLarge,
-    MicrobatchError,
-    Overloaded,
-)
+from .. import _errors
+from .._errors import BatchSizeMismatch, CircuitOpen, MicrobatchError, Overloaded
 from .._remote_errors import RedisUnavailable, RemoteError
 
 __all__ = [
@@ -166,11 +158,10 @@ def decode_replies(blob: bytes) -> list[list[Any]]:
 
 # ---------------------------------------------------------------------------------------------- errors
 
-# The microbatch errors a reply may name; anything else is raised as RemoteError.
+# The microbatch errors a reply may name (the engine's own list, and RedisUnavailable); anything else is
+# raised as RemoteError.
 _KNOWN: dict[str, type[MicrobatchError]] = {
-    cls.__name__: cls
-    for cls in (Overloaded, CircuitOpen, DeadlineExceeded, BatcherClosed, BatchSizeMismatch, BadBatchOutput,
-                ItemTooLarge, RedisUnavailable, MicrobatchError)
+    cls.__name__: cls for cls in (*(getattr(_errors, name) for name in _errors.__all__), RedisUnavailable)
 }
 
 
