@@ -323,12 +323,14 @@ def mean_batch(before: dict[str, int], after: dict[str, int]) -> float | None:
 
 
 def run_locust(
-    url: str, classes: Sequence[str], users: int, seconds: float, prefix: Path, rate: float | None = None
+    url: str, classes: Sequence[str], users: int, seconds: float, prefix: Path, rate: float | None = None,
+    *, locustfile: str = "locustfile.py",
 ) -> dict[str, Any]:
-    """One headless Locust run; returns the locustfile's record of the measurement window."""
+    """One headless Locust run of ``classes`` from ``locustfile`` (in ``load/``); returns its record of the
+    measurement window."""
     results = prefix.with_suffix(".json")
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOAD / "locustfile.py"), "--headless", "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(LOAD / locustfile), "--headless", "--only-summary",
         "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", "--host", url,
         "--csv", str(prefix), "--loglevel", "WARNING", "--results-file", str(results),
         *(["--rate", f"{rate:g}"] if rate is not None else []), *classes,

@@ -21,9 +21,7 @@ twice the bound when it is on. Outputs go to ``load/results/overload-<time>/``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -31,6 +29,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import compare
 from compare import LOAD, http_json, percentile, serving, wait_healthy, warm_up
 from outcomes import ACCEPTED, SHED
 
@@ -42,18 +41,7 @@ USERS = ("PoliteUser", "ImpatientUser")
 
 def run_locust(url: str, user: str, users: int, seconds: float, prefix: Path) -> dict[str, Any]:
     """One headless Locust run of ``user`` (from ``locust_overload.py``); the measurement window's records."""
-    results = prefix.with_suffix(".json")
-    command = [
-        sys.executable, "-m", "locust", "-f", str(LOAD / "locust_overload.py"), "--headless", "--only-summary",
-        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", "--host", url,
-        "--loglevel", "WARNING", "--results-file", str(results), user,
-    ]
-    with open(prefix.with_suffix(".log"), "w") as out:
-        subprocess.run(command, cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, timeout=seconds + 120, check=False)
-    if not results.exists():
-        raise RuntimeError(f"Locust wrote no results; see {prefix.with_suffix('.log')}")
-    loaded: dict[str, Any] = json.loads(results.read_text())
-    return loaded
+    return compare.run_locust(url, [user], users, seconds, prefix, locustfile="locust_overload.py")
 
 
 def summary(name: str, user: str, results: dict[str, Any], queue_wait_p99: float) -> dict[str, Any]:

@@ -35,3 +35,18 @@ def thread_errors(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Ex
     monkeypatch.setattr(threading, "excepthook", errors.append)
     yield errors
     assert not errors, f"a thread died of an uncaught exception: {[(e.thread, e.exc_value) for e in errors]}"
+
+
+class Translator:
+    """A column batch function ``translate(texts, languages)`` for the adapters' column tests: it records
+    each batch, and its first batch waits until ``release`` is set (so later calls queue behind it)."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[str, str]]] = []
+        self.release = threading.Event()
+
+    def __call__(self, texts: list[str], languages: list[str]) -> list[str]:
+        self.batches.append(list(zip(texts, languages, strict=True)))
+        if len(self.batches) == 1:
+            self.release.wait(WAIT)
+        return [f"{languages[0]}:{text}" for text in texts]  # one language per batch: the group guarantees it

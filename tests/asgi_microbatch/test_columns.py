@@ -5,7 +5,6 @@ a wrong call fails only its request, and the middleware drains the batcher at sh
 from __future__ import annotations
 
 import operator
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,22 +16,10 @@ from starlette.routing import Route
 
 from asgi_microbatch import BatchingMiddleware, get_batcher
 from microbatch import ColumnBatcher
+from tests._support import Translator
 
 WAIT = 10.0
 
-
-class Translator:
-    """``translate(texts, languages)``: records each batch; the first batch waits until ``release`` is set."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[str, str]]] = []
-        self.release = threading.Event()
-
-    def __call__(self, texts: list[str], languages: list[str]) -> list[str]:
-        self.batches.append(list(zip(texts, languages, strict=True)))
-        if len(self.batches) == 1:
-            self.release.wait(WAIT)
-        return [f"{languages[0]}:{text}" for text in texts]  # one language per batch: the group guarantees it
 
 
 async def translate(request: Request) -> JSONResponse:

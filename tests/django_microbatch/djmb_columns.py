@@ -7,27 +7,12 @@ from __future__ import annotations
 
 import json
 import operator
-import threading
 
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from microbatch import ColumnBatcher
-
-WAIT = 10.0
-
-
-class Translator:
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[str, str]]] = []
-        self.release = threading.Event()
-
-    def __call__(self, texts: list[str], languages: list[str]) -> list[str]:
-        self.batches.append(list(zip(texts, languages, strict=True)))
-        if len(self.batches) == 1:
-            self.release.wait(WAIT)
-        return [f"{languages[0]}:{text}" for text in texts]
-
+from tests._support import Translator
 
 TRANSLATOR = Translator()
 

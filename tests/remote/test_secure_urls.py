@@ -20,7 +20,7 @@ from microbatch.remote import RedisUnavailable, RemoteBatcher
 from tests._support import wait_until
 from tests.conftest import free_port
 
-from .conftest import REDIS_SERVER, ROOT, host_env
+from .conftest import REDIS_SERVER, ROOT, _pings, host_env
 
 
 class SecureRedis:
@@ -58,19 +58,12 @@ class SecureRedis:
         self.process.wait(10)
 
 
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
-
-
 @pytest.fixture
 def secure_redis(tmp_path: Path) -> Iterator[SecureRedis]:
     server = SecureRedis(tmp_path)
     client = redis.Redis.from_url(server.acl_url, socket_timeout=5)
     try:
-        wait_until(lambda: _answers(client), "redis-server answers on its plain port")
+        wait_until(lambda: _pings(client), "redis-server answers on its plain port")
         yield server
     finally:
         client.close()
