@@ -40,6 +40,14 @@ def slow_echo(items: list[Any]) -> list[Any]:
     return [[item, os.getpid()] for item in items]
 
 
+def paced_echo(items: list[Any]) -> list[Any]:
+    """As :func:`echo`; a batch holding an item that starts with ``"slow"`` takes 20 ms (model time), the
+    others end at once: a test sets the host's run-time median by what it sends, then sends quick batches."""
+    if any(isinstance(item, str) and item.startswith("slow") for item in items):
+        time.sleep(0.02)
+    return [[item, os.getpid()] for item in items]
+
+
 def recorded(items: list[Any]) -> list[Any]:
     """Each item back, after recording the batch."""
     _record("recorded", items)
