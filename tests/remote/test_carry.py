@@ -224,12 +224,14 @@ def test_with_a_slow_model_the_reader_never_waits_and_the_flusher_replies_even_t
     reader = reader_port(r)
     monitor.window()
     seen: list[Finishes] = []
-    for k in range(3):
+    for k in range(4):
         # Each batch ends within microseconds, well inside the reader's 2 ms wait: had the reader waited
         # for them it would have carried their replies. It goes straight back to its read instead.
         concurrent_round(rb, f"quick-{k}")
         seen.append(finishes(monitor.window(), reader))
-    assert all(f.carried == 0 and f.others >= 1 for f in seen), seen
+    # One round may be carried without any wait: a reader descheduled between its submit and its next
+    # read finds the batch already finished and rightly takes its replies along. Waiting carries every one.
+    assert sum(f.carried == 0 and f.others >= 1 for f in seen) >= len(seen) - 1, seen
 
 
 def test_a_carried_finish_that_meets_noscript_goes_to_the_flusher_and_every_caller_gets_its_own_result(
