@@ -7,10 +7,12 @@ Run from the repository root::
     .venv/bin/python load/compare.py --quick                  # smoke run, well under a minute
     .venv/bin/python load/compare.py --framework flask        # gunicorn gthread (or --server waitress)
     .venv/bin/python load/compare.py --framework django       # uvicorn + ASGI (or --server gunicorn: WSGI)
+    .venv/bin/python load/compare.py --framework all --users 1,64 --mixed-users 0 --rate-users 0
+                                    # the three servers in turn in one run, compared at the end
 
 Everything happens in one run, so every number shares the machine's state of the moment (other work
 on the machine shows up as noise: compare within a run, not across runs). It takes about a minute to
-start the servers, then per step twice ``--duration`` (both modes) plus about 30 s of ceilings and
+start the servers, then per step twice ``--duration`` (both modes) plus about 40 s of ceilings and
 Locust start-ups; 6 steps by default (4 user counts, mixed, constant rate). Measured on the shared,
 loaded 2-core machine: ``--duration 5 --users 1,64`` (4 steps) took 242 s.
 
@@ -18,22 +20,27 @@ loaded 2-core machine: ``--duration 5 --users 1,64`` (4 steps) took 242 s.
    process, no server: the most texts per second this machine can embed. Measured between every
    two steps, so each step is compared with the mean of the ceilings measured just before and just
    after it (``of ceiling``); and, for each batched step, measured again while Locust drives a
-   model-less stand-in server (``load/stub_app.py``) at the rate that step reached (``loaded
-   ceiling``): what the machine has left for the model beside the load generator and an HTTP
-   server. ``of loaded`` is the step's share of that; the gap between ``of ceiling`` and ``of
-   loaded`` is the machine's (the client's and the HTTP stack's CPU), the rest the server's.
+   model-less stand-in (``load/stub_app.py``) at the rate that step reached (``loaded ceiling``),
+   served by the step's own HTTP server with the same settings (uvicorn, or gunicorn ``gthread`` or
+   waitress with as many threads): what the machine has left for the model beside the load
+   generator and that server's request handling. ``of loaded`` is the step's share of that; the
+   gap between ``of ceiling`` and ``of loaded`` is the machine's (the client's and the HTTP
+   server's CPU), the rest the app's: the framework, the batcher and the model beside them.
 2. **Servers**: the same app started twice, ``MICROBATCH_MODE=batched`` and ``unbatched``, each one
    process with one worker (uvicorn; gunicorn ``gthread`` or waitress with enough threads for every
    user), on loopback. Both run for the whole comparison (an idle one costs nothing), so the two
-   modes' steps can alternate and share the machine's drift. Each is warmed up first.
+   modes' runs can alternate and share the machine's drift. Each is warmed up first.
 3. **Closed-loop sweep**: Locust ``InteractiveUser`` (one text per request, no think time) at each
-   user count, both modes, a fixed time each. Throughput counts the texts of the accepted requests:
-   those that passed Locust's checks and completed inside the window (all users spawned -> end);
-   latency percentiles are over those requests, unrounded. A request the server sheds (503 with
-   ``Retry-After``: the batched service's queue is full or its predicted wait passes
-   ``max_queue_delay_ms``) is counted as ``shed``, not as a failure, and its user waits the
-   Retry-After before its next request, as a well-behaved client does; a 503 without
-   ``Retry-After``, and any other error or failed check, is a failure (``outcomes.py``).
+   user count, both modes, a fixed time each, split into ``--rounds`` runs (default 3) that the
+   modes take in turn, ABBA (batched, unbatched, unbatched, batched, ...): a drift of the machine's
+   speed within a step lands on both modes alike, and each mode's rounds are pooled. Throughput
+   counts the texts of the accepted requests: those that passed Locust's checks and completed inside
+   a run's window (all users spawned -> end); latency percentiles are over those requests,
+   unrounded. A request the server sheds (503 with ``Retry-After``: the batched service's queue is
+   full or its predicted wait passes ``max_queue_delay_ms``) is counted as ``shed``, not as a
+   failure, and its user waits the Retry-After before its next request, as a well-behaved client
+   does; a 503 without ``Retry-After``, and any other error or failed check, is a failure
+   (``outcomes.py``).
 4. **Mixed**: ``InteractiveUser`` and ``BulkUser`` (16-64 texts a request) at 3:1.
 5. **Constant rate**: ``ConstantRateUser`` at a fixed offered rate (default half the first ceiling
    measurement), so the tail latency of a server that cannot keep up is not hidden by a closed loop
@@ -43,6 +50,9 @@ It prints the table (texts/s, requests/s, p50/p95/p99, failures, shed requests, 
 batched over unbatched, share of the ceiling) and the issue's targets as measured (reported, not asserted), and
 writes CSVs, Locust's own CSVs, the raw request records, server logs and a PNG plot into
 ``load/results/<run>/`` (gitignored). Every step is bounded in time and the servers are always stopped.
+With several ``--framework``s, each runs all its steps in turn (its own servers, ceilings, table and
+plot, in a folder of the run's), and the run ends with the servers side by side at the largest user
+count: each one's share of its loaded ceiling, and Django's texts/s over Flask's.
 """
 
 from __future__ import annotations
@@ -197,8 +207,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def server_command(framework: str, server: str, port: int, threads: int) -> list[str]:
-    target = APPS[(framework, server)]
+def server_command(framework: str, server: str, port: int, threads: int, target: str | None = None) -> list[str]:
+    target = target or APPS[(framework, server)]
     python = sys.executable
     if server == "uvicorn":
         return [python, "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
@@ -252,16 +262,17 @@ def serving(framework: str, server: str, mode: str, threads: int, log: Path) -> 
             stop(process)
 
 
+STUBS = {"uvicorn": "stub_app:app", "gunicorn": "stub_app:wsgi_app", "waitress": "stub_app:wsgi_app"}
+
+
 @contextmanager
-def serving_stub(log: Path) -> Iterator[Server]:
-    """The model-less stand-in (``load/stub_app.py``) on uvicorn; always stopped on exit."""
+def serving_stub(server: str, threads: int, log: Path) -> Iterator[Server]:
+    """The model-less stand-in (``load/stub_app.py``) on the step's own HTTP server, with its settings, so
+    the loaded ceiling pays for the same request handling; always stopped on exit."""
     port = free_port()
+    command = server_command("stub", server, port, threads, target=STUBS[server])
     with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "stub_app:app", "--host", "127.0.0.1", "--port", str(port),
-             "--log-level", "warning", "--no-access-log"],
-            cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        process = subprocess.Popen(command, cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             yield Server(f"http://127.0.0.1:{port}", process, log)
         finally:
@@ -308,15 +319,10 @@ def warm_up(url: str) -> None:
     http_json(f"{url}/embed", {"texts": texts[64:96]}, sheds=5)
 
 
-def batch_sizes(url: str) -> dict[str, int]:
-    batchers = http_json(f"{url}/stats")["batchers"]
-    return dict(batchers["embed"]["batch_sizes"]) if "embed" in batchers else {}
-
-
-def mean_batch(before: dict[str, int], after: dict[str, int]) -> float | None:
-    delta = {int(size): after[size] - before.get(size, 0) for size in after}
-    batches = sum(delta.values())
-    return sum(size * n for size, n in delta.items()) / batches if batches else None
+def mean_batch(batch_sizes: dict[str, int]) -> float | None:
+    """The mean size of the batches counted (``{size: batches}``); None when none ran (unbatched)."""
+    batches = sum(batch_sizes.values())
+    return sum(int(size) * n for size, n in batch_sizes.items()) / batches if batches else None
 
 
 # ------------------------------------------------------------------------------------------ locust
@@ -345,18 +351,43 @@ def run_locust(
 
 
 def measure(
-    url: str, mode: str, step: str, classes: Sequence[str], users: int, seconds: float, out: Path,
+    urls: dict[str, str], step: str, classes: Sequence[str], users: int, seconds: float, rounds: int, out: Path,
     rate: float | None = None,
-) -> Step:
-    before = batch_sizes(url)
-    results = run_locust(url, classes, users, seconds, out / f"{mode}-{step}-{users}u", rate)
-    summary = summarise(results, step, users, mode)
-    summary.mean_batch = mean_batch(before, batch_sizes(url))
-    if rate is not None:
-        summary.offered_rps = rate * users
-    for message, count in results["failures"].items():
-        print(f"    {mode} {step} {users}u: {count} x {message}", file=sys.stderr)
-    return summary
+) -> list[Step]:
+    """One step for every mode: ``rounds`` runs of ``seconds / rounds`` each, the modes taking turns in ABBA
+    order (a drift of the machine's speed during the step lands on both alike), each mode's rounds pooled."""
+    modes = list(urls)
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for n in range(rounds):
+        for mode in modes if n % 2 == 0 else modes[::-1]:
+            suffix = f"-r{n + 1}" if rounds > 1 else ""
+            runs[mode].append(run_locust(urls[mode], classes, users, seconds / rounds,
+                                         out / f"{mode}-{step}-{users}u{suffix}", rate))
+    steps = []
+    for mode in modes:
+        results = pooled(runs[mode])
+        summary = summarise(results, step, users, mode)
+        summary.mean_batch = mean_batch(results["batch_sizes"])
+        if rate is not None:
+            summary.offered_rps = rate * users
+        for message, count in results["failures"].items():
+            print(f"    {mode} {step} {users}u: {count} x {message}", file=sys.stderr)
+        steps.append(summary)
+    return steps
+
+
+def pooled(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Several Locust runs' records as one run's: their windows add up, their records join, and their
+    failures and batch sizes add up."""
+    failures: dict[str, int] = {}
+    batch_sizes: dict[str, int] = {}
+    for run in runs:
+        for totals, counts in ((failures, run["failures"]), (batch_sizes, run.get("batch_sizes", {}))):
+            for key, count in counts.items():
+                totals[key] = totals.get(key, 0) + count
+    seconds = sum(run["window"][1] - run["window"][0] for run in runs)
+    return {"window": [0.0, seconds], "records": [r for run in runs for r in run["records"]], "failures": failures,
+            "batch_sizes": batch_sizes}
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -467,10 +498,12 @@ def plot(steps: list[Step], title: str, path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--framework", choices=("starlette", "flask", "django"), default="starlette")
+    parser.add_argument("--framework", default="starlette",
+                        help="starlette, flask or django, several comma-separated (each in turn, in one run, "
+                             "compared at the end), or all")
     parser.add_argument("--server", choices=("uvicorn", "gunicorn", "waitress"),
-                        help="default: uvicorn for starlette and django (ASGI), gunicorn gthread for flask; "
-                             "gunicorn or waitress serve django's WSGI app")
+                        help="with one framework: default uvicorn for starlette and django (ASGI), gunicorn "
+                             "gthread for flask; gunicorn or waitress serve django's WSGI app")
     parser.add_argument("--users", help="closed-loop user counts (default 1,8,32,64; --quick: 1,32)")
     parser.add_argument("--duration", type=float, help="seconds per step (default 15; --quick: 3)")
     parser.add_argument("--modes", default="batched,unbatched", help="default: both")
@@ -479,35 +512,59 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="users of the constant-rate step, 0 skips it (default 64; --quick: 16)")
     parser.add_argument("--rate", type=float, help="requests/s offered in all by the constant-rate step "
                                                    "(default: half the offline ceiling)")
+    parser.add_argument("--rounds", type=int,
+                        help="each step's --duration split into this many runs a mode, the modes in turn "
+                             "(default 3; --quick: 1)")
     parser.add_argument("--ceiling-seconds", type=float, help="each ceiling measurement (default 4; --quick: 2)")
     parser.add_argument("--no-loaded-ceiling", dest="loaded_ceiling", action="store_false",
                         help="skip the ceiling measured beside the load generator")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter steps")
     parser.add_argument("--out", type=Path, default=LOAD / "results")
     args = parser.parse_args(argv)
-    defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0} \
+    defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0,
+                "rounds": 1} \
         if args.quick else {"users": "1,8,32,64", "duration": 15.0, "mixed_users": 32, "rate_users": 64,
-                            "ceiling_seconds": 4.0}
+                            "ceiling_seconds": 4.0, "rounds": 3}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    args.server = args.server or DEFAULT_SERVER[args.framework]
-    if (args.framework, args.server) not in APPS:
-        parser.error(f"--framework {args.framework} cannot run on --server {args.server}")
+    frameworks = list(DEFAULT_SERVER) if args.framework == "all" else args.framework.split(",")
+    unknown = sorted(set(frameworks) - set(DEFAULT_SERVER))
+    if unknown:
+        parser.error(f"unknown --framework {', '.join(unknown)}: choose from {', '.join(DEFAULT_SERVER)} or all")
+    if args.server and len(frameworks) > 1:
+        parser.error("--server goes with a single --framework; several run on their default servers")
+    args.targets = [(f, args.server or DEFAULT_SERVER[f]) for f in dict.fromkeys(frameworks)]
+    for framework, server in args.targets:
+        if (framework, server) not in APPS:
+            parser.error(f"--framework {framework} cannot run on --server {server}")
     args.user_counts = sorted({int(u) for u in args.users.split(",")})
     args.mode_list = [m for m in MODES if m in args.modes.split(",")]
-    if not args.mode_list or min(args.user_counts) < 1 or args.duration <= 0:
-        parser.error("need at least one mode, user counts >= 1 and a positive --duration")
+    if not args.mode_list or min(args.user_counts) < 1 or args.duration <= 0 or args.rounds < 1:
+        parser.error("need at least one mode, user counts >= 1, a positive --duration and --rounds >= 1")
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    out: Path = args.out / f"{args.framework}-{args.server}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out.mkdir(parents=True)
-    title = f"{args.framework} on {args.server}, one worker, all-MiniLM-L6-v2 on {os.cpu_count()} CPUs"
-    print(f"microbatch load comparison: {title}; results in {out}", flush=True)
+    run = args.out / f"{'+'.join(f'{f}-{s}' for f, s in args.targets)}-{time.strftime('%Y%m%d-%H%M%S')}"
+    print(f"microbatch load comparison: {', '.join(f'{f} on {s}' for f, s in args.targets)}, one worker each, "
+          f"all-MiniLM-L6-v2 on {os.cpu_count()} CPUs; results in {run}", flush=True)
+    compared: dict[tuple[str, str], list[Step]] = {}
+    for framework, server in args.targets:
+        out = run / f"{framework}-{server}" if len(args.targets) > 1 else run
+        out.mkdir(parents=True)
+        compared[framework, server] = compare_server(framework, server, args, out)
+    print()
+    for line in across(compared):
+        print(line)
+    return 0
 
+
+def compare_server(framework: str, server: str, args: argparse.Namespace, out: Path) -> list[Step]:
+    """Every step against one framework's app on one server, both modes; prints and writes its report."""
+    title = f"{framework} on {server}, one worker, all-MiniLM-L6-v2 on {os.cpu_count()} CPUs"
+    print(f"{title}:", flush=True)
     print(f"measuring the offline ceiling (batches of {CEILING_BATCH}, {args.ceiling_seconds:g} s)...", flush=True)
     ceilings = [measure_ceiling(args.ceiling_seconds)]
     print(f"  ceiling: {ceilings[0]:.1f} texts/s", flush=True)
@@ -517,12 +574,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     with ExitStack() as stack:
         print(f"starting the {' and '.join(args.mode_list)} servers...", flush=True)
         servers = {  # all started at once: they load the model side by side
-            mode: stack.enter_context(serving(args.framework, args.server, mode, threads, out / f"server-{mode}.log"))
+            mode: stack.enter_context(serving(framework, server, mode, threads, out / f"server-{mode}.log"))
             for mode in args.mode_list
         }
         stub_url = None
         if args.loaded_ceiling:
-            stub = stack.enter_context(serving_stub(out / "server-stub.log"))
+            stub = stack.enter_context(serving_stub(server, threads, out / "server-stub.log"))
         urls = {mode: wait_healthy(server) for mode, server in servers.items()}
         if args.loaded_ceiling:
             stub_url = wait_healthy(stub)
@@ -531,15 +588,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         ceilings.append(measure_ceiling(args.ceiling_seconds))  # with the servers up and idle
 
         def run(step: str, classes: Sequence[str], users: int, rate: float | None = None) -> None:
-            for mode in args.mode_list:
-                print(f"  {step:<6} {users:>3} users  {mode:<9}", end=" ", flush=True)
-                result = measure(urls[mode], mode, step, classes, users, args.duration, out, rate)
-                ceilings.append(measure_ceiling(args.ceiling_seconds))
+            print(f"  {step:<6} {users:>3} users ({args.rounds} rounds a mode)", flush=True)
+            results = measure(urls, step, classes, users, args.duration, args.rounds, out, rate)
+            ceilings.append(measure_ceiling(args.ceiling_seconds))
+            for result in results:
                 result.ceiling = (ceilings[-2] + ceilings[-1]) / 2
-                line = (f"{result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
+                line = (f"    {result.mode:<9} {result.texts_per_s:7.1f} texts/s  p50 {fmt(result.p50_ms):>7} ms  "
                         f"p95 {fmt(result.p95_ms):>7} ms  fails {result.failures}  shed {result.shed}  "
                         f"ceiling {result.ceiling:.0f}")
-                if stub_url is not None and mode == "batched" and result.requests_per_s:
+                if stub_url is not None and result.mode == "batched" and result.requests_per_s:
                     result.loaded_ceiling = ceiling_beside_load(
                         stub_url, users, result.requests_per_s, args.ceiling_seconds, out
                     )
@@ -566,8 +623,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_csv(steps, out / "summary.csv")
     plot(steps, title, out / "comparison.png")
     print(f"\ntable: {out / 'summary.csv'}")
-    print(f"plot: {out / 'comparison.png'}")
-    return 0
+    print(f"plot: {out / 'comparison.png'}\n", flush=True)
+    return steps
+
+
+def across(compared: dict[tuple[str, str], list[Step]]) -> list[str]:
+    """The servers side by side at the largest closed-loop user count they share: each one's share of its
+    loaded ceiling (target >= 0.85), and Django's texts/s over Flask's (target >= 0.9)."""
+    if len(compared) < 2:
+        return []
+    top: dict[tuple[str, str], Step] = {}
+    for target, steps in compared.items():
+        closed = [s for s in steps if s.step == "closed" and s.mode == "batched"]
+        if closed:
+            top[target] = max(closed, key=lambda s: s.users)
+    lines = []
+    for (framework, server), s in top.items():
+        share = s.texts_per_s / s.loaded_ceiling if s.loaded_ceiling else math.nan
+        lines.append(f"{framework} on {server}, {s.users} users: {s.texts_per_s:.1f} texts/s, {share:.2f} of the "
+                     f"loaded ceiling (target >= 0.85: {met(share >= 0.85)})")
+    flask = next((s for (f, _), s in top.items() if f == "flask"), None)
+    for (framework, server), s in top.items():
+        if framework == "django" and flask is not None and flask.texts_per_s and s.users == flask.users:
+            ratio = s.texts_per_s / flask.texts_per_s
+            lines.append(f"django on {server} is {ratio:.2f} of flask's texts/s at {s.users} users "
+                         f"(target >= 0.9: {met(ratio >= 0.9)})")
+    return lines
 
 
 if __name__ == "__main__":

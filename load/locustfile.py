@@ -32,7 +32,9 @@ company fails the request.
 are spawned to the end of the run) as JSON: user class, start time, latency (seconds, unrounded),
 texts, and its outcome (``outcomes.py``: accepted, shed by a 503 with Retry-After, or failed).
 ``load/compare.py`` computes its throughput and percentiles from the accepted ones and counts the
-others apart.
+others apart. Beside them it writes how many batches of each size the server's batchers ran in the
+window (from ``/stats`` as the window opens and as the run ends: none when unbatched), so the
+reference requests at the start, one at a time, do not count as batches of one.
 """
 
 from __future__ import annotations
@@ -60,6 +62,8 @@ _reference: dict[str, list[float]] = {}
 _window: dict[str, float] = {}
 _records: list[tuple[str, float, float, int, Outcome]] = []
 _failures: Counter[str] = Counter()
+_service: list[str] = []  # the host under test, once the run starts
+_batches: Counter[int] = Counter()  # its batch-size counts when the window opened
 
 
 def check(response: Any, texts: list[str], single: bool) -> str | None:
@@ -181,11 +185,27 @@ def _fetch_references(environment: Environment, **kwargs: Any) -> None:
             _reference[text] = json.load(response)["embedding"]
 
 
+@events.test_start.add_listener
+def _note_service(environment: Environment, **kwargs: Any) -> None:
+    # Only a run that writes its results asks for the batch sizes: any other server need not have /stats.
+    writing = environment.parsed_options is not None and environment.parsed_options.results_file
+    _service[:] = [environment.host or ""] if writing else []
+
+
 @events.spawning_complete.add_listener
 def _open_window(user_count: int, **kwargs: Any) -> None:
     _records.clear()
     _failures.clear()
     _window["start"] = time.time()
+    _batches.clear()
+    _batches.update(batch_sizes(_service[0]) if _service else {})
+
+
+def batch_sizes(host: str) -> Counter[int]:
+    """How many batches of each size the service's batchers have run (its ``/stats``; none when unbatched)."""
+    with urllib.request.urlopen(f"{host.rstrip('/')}/stats", timeout=30) as response:
+        batchers = json.load(response).get("batchers", {})
+    return Counter({int(size): n for stats in batchers.values() for size, n in stats.get("batch_sizes", {}).items()})
 
 
 @events.request.add_listener
@@ -208,5 +228,7 @@ def _write_results(environment: Environment, **kwargs: Any) -> None:
         return
     end = time.time()
     done = [r for r in _records if r[1] + r[2] <= end]
+    batches = batch_sizes(_service[0]) - _batches if _service else Counter()
     with open(path, "w") as f:
-        json.dump({"window": [_window["start"], end], "records": done, "failures": dict(_failures)}, f)
+        json.dump({"window": [_window["start"], end], "records": done, "failures": dict(_failures),
+                   "batch_sizes": {str(size): n for size, n in sorted(batches.items())}}, f)

@@ -46,3 +46,21 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]})
     await send({"type": "http.response.body", "body": payload})
+
+
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The same stand-in as plain WSGI, for the threaded servers: ``gunicorn -k gthread stub_app:wsgi_app``."""
+    path = environ.get("PATH_INFO", "")
+    if path == "/embed":
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        request = orjson.loads(environ["wsgi.input"].read(length))
+        payload = (
+            orjson.dumps({"embedding": _VECTOR}) if "text" in request
+            else orjson.dumps({"embeddings": [_VECTOR] * len(request["texts"])})
+        )
+    elif path == "/stats":
+        payload = _STATS
+    else:
+        payload = _HEALTH
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]

@@ -1,6 +1,7 @@
 """The locustfile's users against a stand-in service on loopback, in a real headless Locust run: a user
 waits a shed request's Retry-After before its next request (``locust_overload.ImpatientUser`` does not),
-and the ``--results-file`` records say which requests were accepted, shed or failed."""
+and the ``--results-file`` records say which requests were accepted, shed or failed, and how many batches
+of each size the service ran while the window was open."""
 
 from __future__ import annotations
 
@@ -47,9 +48,9 @@ class ScriptedService:
         await send({"type": "http.response.body", "body": body})
 
 
-def run_locust(url: str, user: str, results: Path) -> dict[str, Any]:
+def run_locust(url: str, user: str, results: Path, locustfile: str = "locust_overload.py") -> dict[str, Any]:
     command = [
-        sys.executable, "-m", "locust", "-f", str(LOAD / "locust_overload.py"), "--headless", "--only-summary",
+        sys.executable, "-m", "locust", "-f", str(LOAD / locustfile), "--headless", "--only-summary",
         "--users", "1", "--spawn-rate", "1", "--run-time", f"{RUN_SECONDS}s", "--host", url,
         "--loglevel", "WARNING", "--results-file", str(results), user,
     ]
@@ -77,3 +78,36 @@ def test_users_wait_a_shed_requests_retry_after_and_records_count_it_as_shed(
     assert outcomes[-1] == SHED
     assert " ".join(outcomes) in " ".join(answered)
     assert sum(results["failures"].values()) == outcomes.count(FAILED)  # the 503 without Retry-After only
+
+
+class CountingService:
+    """``POST /embed`` answered at once, and ``/stats`` counting each as a batch: the locustfile's
+    reference lookups as batches of one, the load's requests as batches of four."""
+
+    def __init__(self) -> None:
+        self.batches = {"1": 0, "4": 0}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        while (await receive()).get("more_body"):
+            pass
+        if scope["path"] == "/stats":
+            body: dict[str, Any] = {"mode": "batched", "batchers": {"embed": {"batch_sizes": dict(self.batches)}}}
+        else:
+            agent = dict(scope["headers"]).get(b"user-agent", b"")
+            self.batches["1" if agent.startswith(b"Python-urllib") else "4"] += 1
+            body = {"embedding": VECTOR}
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(body).encode()})
+
+
+def test_the_results_count_the_batches_run_in_the_window_and_not_the_reference_lookups_before_it(
+    uvicorn_server: Callable[..., AbstractContextManager[str]], tmp_path: Path
+) -> None:
+    service = CountingService()
+    with uvicorn_server(service, lifespan="off") as url:
+        results = run_locust(url, "InteractiveUser", tmp_path / "results.json", locustfile="locustfile.py")
+    assert service.batches["1"] > 0  # the reference lookups ran, before the window
+    assert list(results["batch_sizes"]) == ["4"]
+    # One user: at most one request is in flight as the window opens and as it closes, on either side of a count
+    assert abs(results["batch_sizes"]["4"] - len(results["records"])) <= 1
