@@ -21,11 +21,15 @@ import os
 import threading
 from typing import Any
 
-__all__ = ["DIMENSIONS", "MODEL_NAME", "THREADS_ENV", "embed_texts", "load_model", "setup_worker_thread"]
+__all__ = [
+    "DIMENSIONS", "MODEL_NAME", "ONE_THREAD_UP_TO", "THREADS_ENV", "embed_texts", "load_model", "setup_worker_thread",
+    "threads_for",
+]
 
 MODEL_NAME = "all-MiniLM-L6-v2"
 DIMENSIONS = 384
 THREADS_ENV = "EMBED_TORCH_THREADS"
+ONE_THREAD_UP_TO = 4  # texts: a call this small runs on one torch thread (see threads_for)
 
 _lock = threading.Lock()
 _model: Any = None
@@ -59,9 +63,32 @@ def embed_texts(texts: list[str]) -> list[list[float]]:
     """Embed ``texts`` in one forward pass: one unit-length vector of :data:`DIMENSIONS` floats per text.
 
     The model reads at most its first 256 word pieces of a text (sentence-transformers truncates).
+    A call of at most :data:`ONE_THREAD_UP_TO` texts runs on one torch thread, a larger one on the
+    worker's count (:func:`threads_for` says why).
     """
-    vectors = load_model().encode(texts, batch_size=max(1, len(texts)), show_progress_bar=False)
+    model = load_model()
+    import torch
+
+    wanted = threads_for(len(texts))
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)  # this thread's OpenMP team (MKL's count is process-wide: threads_for)
+    vectors = model.encode(texts, batch_size=max(1, len(texts)), show_progress_bar=False)
     return vectors.tolist()  # type: ignore[no-any-return]
+
+
+def threads_for(texts: int) -> int:
+    """Torch threads for a call of ``texts`` texts: one for a handful, the worker's count beyond.
+
+    Measured on 2 cores with a 3 ms pause between calls, each size on one thread in turn: one text
+    took 22.6 ms p50 on one thread against 31.9 ms on a team of two, four texts 54 against 69 ms,
+    eight 103 against 90 and 32 texts 432 against 306 ms. A small call's matrices are too small to
+    split: the team's second thread only adds a hand-off (and a wake-up, when it slept between
+    calls) at each of the forward pass's parallel regions. Switching costs nothing measurable on the
+    next call. MKL keeps one count for the whole process, so concurrent calls of different sizes on
+    several threads (an unbatched app) may run some products on the other's count: slower or faster,
+    never wrong.
+    """
+    return 1 if texts <= ONE_THREAD_UP_TO else max(1, _threads)
 
 
 def setup_worker_thread() -> None:
