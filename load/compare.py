@@ -31,8 +31,8 @@ loaded 2-core machine: ``--duration 5 --users 1,64`` (4 steps) took 242 s.
    user), on loopback. Both run for the whole comparison (an idle one costs nothing), so the two
    modes' runs can alternate and share the machine's drift. Each is warmed up first.
 3. **Closed-loop sweep**: Locust ``InteractiveUser`` (one text per request, no think time) at each
-   user count, both modes, a fixed time each, split into ``--rounds`` runs (default 3) that the
-   modes take in turn, ABBA (batched, unbatched, unbatched, batched, ...): a drift of the machine's
+   user count, both modes, a fixed time each, split into ``--rounds`` runs (default: one per 5 s,
+   at most 3) that the modes take in turn, ABBA (batched, unbatched, unbatched, batched, ...): a drift of the machine's
    speed within a step lands on both modes alike, and each mode's rounds are pooled. Throughput
    counts the texts of the accepted requests: those that passed Locust's checks and completed inside
    a run's window (all users spawned -> end); latency percentiles are over those requests,
@@ -514,17 +514,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                                                    "(default: half the offline ceiling)")
     parser.add_argument("--rounds", type=int,
                         help="each step's --duration split into this many runs a mode, the modes in turn "
-                             "(default 3; --quick: 1)")
+                             "(default: one per 5 s of --duration, at most 3)")
     parser.add_argument("--ceiling-seconds", type=float, help="each ceiling measurement (default 4; --quick: 2)")
     parser.add_argument("--no-loaded-ceiling", dest="loaded_ceiling", action="store_false",
                         help="skip the ceiling measured beside the load generator")
     parser.add_argument("--quick", action="store_true", help="a smoke run: fewer, shorter steps")
     parser.add_argument("--out", type=Path, default=LOAD / "results")
     args = parser.parse_args(argv)
-    defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0,
-                "rounds": 1} \
+    defaults = {"users": "1,32", "duration": 3.0, "mixed_users": 8, "rate_users": 16, "ceiling_seconds": 2.0} \
         if args.quick else {"users": "1,8,32,64", "duration": 15.0, "mixed_users": 32, "rate_users": 64,
-                            "ceiling_seconds": 4.0, "rounds": 3}
+                            "ceiling_seconds": 4.0}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -538,6 +537,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for framework, server in args.targets:
         if (framework, server) not in APPS:
             parser.error(f"--framework {framework} cannot run on --server {server}")
+    if args.rounds is None:  # a Locust run of under 5 s is mostly its start: split only long steps
+        args.rounds = max(1, min(3, int(args.duration // 5)))
     args.user_counts = sorted({int(u) for u in args.users.split(",")})
     args.mode_list = [m for m in MODES if m in args.modes.split(",")]
     if not args.mode_list or min(args.user_counts) < 1 or args.duration <= 0 or args.rounds < 1:

@@ -58,6 +58,12 @@ def test_all_runs_the_three_frameworks_each_on_its_default_server() -> None:
     assert compare.parse_args(["--framework", "django", "--server", "waitress"]).targets == [("django", "waitress")]
 
 
+@pytest.mark.parametrize(("argv", "rounds"), [([], 3), (["--duration", "5"], 1), (["--duration", "12"], 2),
+                                            (["--duration", "60"], 3), (["--duration", "5", "--rounds", "2"], 2)])
+def test_a_step_is_split_into_rounds_of_at_least_five_seconds_unless_told(argv: list[str], rounds: int) -> None:
+    assert compare.parse_args(argv).rounds == rounds
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
