@@ -14,7 +14,7 @@ Everything runs in one process and one run. Contenders, each given the same batc
   ``timeout_ms=5``): ``batched.BatchProcessor`` for threads, ``batched.aio.AsyncBatchProcessor``
   for asyncio, the latter given an ``async def`` wrapper of the function so that it skips the
   ``asyncio.to_thread`` hop it adds to a sync function (its best case; the no-op never blocks).
-* ``offline 32`` (model scenarios only): the model's ceiling, ``model.encode`` on batches of 32
+* ``offline 32`` (model scenarios only): the model's ceiling, the batch function on batches of 32
   back to back from one thread; its p50 is the run time of one full batch. With 16 callers,
   ``offline 16`` also runs: batches of 16, the most 16 closed-loop callers can ever fill.
 
@@ -574,19 +574,16 @@ def bench_lone_caller(timing: Timing, period: float, rows: list[Row], targets: l
 
 
 def load_model() -> Fn:
-    """The examples' model and their worker setup (``examples._embedder``), so the figures are the demo's."""
+    """The examples' batch function and worker setup (``examples._embedder``), so the figures are the demo's:
+    a call of a handful of texts on one torch thread, a larger one on the worker's count."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from examples._embedder import embed_texts, setup_worker_thread
     from examples._embedder import load_model as load
-    from examples._embedder import setup_worker_thread
 
-    model = load()
+    load()
     Engine.on_worker_start = setup_worker_thread
-
-    def embed(texts: list[str]) -> Any:
-        return model.encode(texts, batch_size=BATCH, show_progress_bar=False)
-
-    return embed
+    return embed_texts
 
 
 def texts(count: int = 512) -> list[str]:
@@ -651,7 +648,7 @@ def bench_model(fn: Fn, inputs: list[str], timing: Timing, rows: list[Row], targ
         [reachable] = results[offline(limit)]
         for name, [result] in results.items():
             if name == offline(BATCH):
-                note = f"ceiling: encode({BATCH}) back to back"
+                note = f"ceiling: batches of {BATCH} back to back"
             else:
                 note = f"{result.rate / ceiling.rate:.2f} of ceiling"
                 if limit != BATCH:

@@ -6,13 +6,13 @@ Run from the repository root::
     .venv/bin/python load/bench_worker_thread.py --quick    # about a minute
     .venv/bin/python load/bench_worker_thread.py --markdown
 
-Why: a batcher's worker is a thread Python started, and torch treats such a thread differently from
-the main thread. torch's OpenMP/MKL thread count is per thread: the main thread's calls run on a
-team of ``torch.get_num_threads()`` OpenMP threads, but on a new thread MKL's matrix products (most
-of a transformer's time) run on one thread until ``torch.set_num_threads`` is called *on that
-thread*, though ``torch.get_num_threads()`` already reads 2 there. The CPU-seconds column shows it:
-how many threads did the work. A team of 2 is faster on idle cores, and collapses when another
-process takes one of them (the team's threads spin at every barrier waiting for a descheduled peer).
+Why: a batcher's worker is a thread Python started, and torch's OpenMP thread count is per thread:
+``torch.set_num_threads`` sets the calling thread's team, and a thread that never calls it runs on
+the default torch holds when the thread first uses it. The CPU-seconds column shows how many
+threads did the work. A team of 2 is faster on idle cores at large batches, slower for a handful
+of texts (too little to split: the second thread only adds a hand-off at each parallel region),
+and collapses when another process takes a core (its threads wait at every barrier for a
+descheduled peer).
 
 Each setting runs in a fresh process (``OMP_WAIT_POLICY`` is read once, when OpenMP starts), once
 quiet and once beside a competing process that keeps one core busy, alternating, and within a
@@ -21,8 +21,12 @@ process every setup takes one call in turn, so drift on a shared machine lands o
 * ``inline``: the main thread calls the model.
 * ``worker``: a plain worker thread (what a Batcher's worker is without ``on_worker_start``).
 * ``worker, N threads``: the worker calls ``torch.set_num_threads(N)`` first (``on_worker_start``).
+* ``worker, by call size``: the examples' batch function (``examples._embedder.embed_texts``), which
+  sets one thread for a call of at most 4 texts and the worker's count beyond (``threads_for``).
 
-Columns: the p50 of a lone call after a 22 ms pause (a lone request's view) at batch 1, 8 and 32;
+The other setups call the model's own ``encode``, so only their setup decides their threads.
+
+Columns: the p50 of a lone call after a 22 ms pause (a lone request's view) at batch 1, 4, 8 and 32;
 texts/s at batch 32 back to back (the ceiling's view); CPU seconds per second of that run (threads
 doing work, or spinning).
 """
@@ -47,7 +51,7 @@ sys.path.insert(0, str(REPO / "load"))
 
 from corpus import sentences  # noqa: E402
 
-SIZES = (1, 8, 32)
+SIZES = (1, 4, 8, 32)
 PAUSE = 0.022
 POLICIES = ("default", "PASSIVE")
 
@@ -90,21 +94,26 @@ def child(samples: int, seconds: float) -> None:
     sys.path.insert(0, str(REPO))
     from examples._embedder import embed_texts, load_model
 
-    load_model()
+    model = load_model()
     cores = torch.get_num_threads()
+
+    def encode(batch: list[str]) -> Any:
+        return model.encode(batch, batch_size=len(batch), show_progress_bar=False)
+
     texts = sentences(32 * 16, seed=3)
     batches = {n: [texts[i:i + n] for i in range(0, len(texts) - n + 1, n)] for n in SIZES}
 
     def inline(batch: list[str]) -> float:
         started = time.perf_counter()
-        embed_texts(batch)
+        encode(batch)
         return time.perf_counter() - started
 
     makers: dict[str, Callable[[], Callable[[list[str]], float]]] = {
         "inline": lambda: inline,
-        "worker": lambda: Worker(embed_texts, None),
-        f"worker, {cores} threads": lambda: Worker(embed_texts, lambda: torch.set_num_threads(cores)),
-        "worker, 1 thread": lambda: Worker(embed_texts, lambda: torch.set_num_threads(1)),
+        "worker": lambda: Worker(encode, None),
+        f"worker, {cores} threads": lambda: Worker(encode, lambda: torch.set_num_threads(cores)),
+        "worker, 1 thread": lambda: Worker(encode, lambda: torch.set_num_threads(1)),
+        "worker, by call size": lambda: Worker(embed_texts, lambda: torch.set_num_threads(cores)),
     }
     setups: dict[str, Callable[[list[str]], float]] = {}
     for name, make in makers.items():

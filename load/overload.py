@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import compare
-from compare import LOAD, http_json, percentile, serving, wait_healthy, warm_up
+from compare import LOAD, http_json, serving, wait_healthy, warm_up
 from outcomes import ACCEPTED, SHED
+from steps import percentile
 
 ENV = "EMBED_MAX_QUEUE_DELAY_MS"  # examples._api.MAX_QUEUE_DELAY_MS_ENV
 SETTINGS = {"bounded": None, "unbounded": "off"}  # EMBED_MAX_QUEUE_DELAY_MS for each server (None: the demo's)

@@ -49,14 +49,13 @@ sys.path.insert(0, str(REPO / "load"))
 from compare import (  # noqa: E402 - the load directory is put on the path first
     START_TIMEOUT,
     Server,
-    Step,
     free_port,
     http_json,
     run_locust,
     stop,
-    summarise,
     warm_up,
 )
+from steps import Step, summarise  # noqa: E402
 
 USERS = 64
 HOST_COMMAND = ["-m", "microbatch", "serve", "examples._embedder:embed_texts", "--name", "embed",

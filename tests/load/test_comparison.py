@@ -9,6 +9,7 @@ from typing import Any
 
 import compare
 import pytest
+import steps
 from outcomes import ACCEPTED, FAILED
 from stub_app import DIMENSIONS
 
@@ -40,15 +41,15 @@ def test_a_modes_rounds_pool_into_one_window_of_their_summed_length() -> None:
     second = run(400.0, 4.0, ["/embed text", 401.0, 0.5, 1, ACCEPTED], ["/embed text", 402.0, 0.1, 1, FAILED],
                  failures={"HTTP 500": 1}, batch_sizes={"32": 2})
     third = run(700.0, 1.0, ["/embed text", 700.5, 1.0, 1, ACCEPTED], failures={"HTTP 500": 2})
-    pooled = compare.pooled([first, second, third])
-    step = compare.summarise(pooled, "closed", 1, "batched")
+    pooled = steps.pooled([first, second, third])
+    step = steps.summarise(pooled, "closed", 1, "batched")
     # 3 accepted texts over the rounds' 10 s, not over the 601 s from the first round's start to the last's end
     assert (step.seconds, step.requests, step.texts_per_s, step.failures) == (10.0, 3, 0.3, 1)
     assert (step.p50_ms, step.p99_ms) == (500.0, 1000.0)
     assert pooled["failures"] == {"HTTP 500": 3}
     assert pooled["batch_sizes"] == {"1": 2, "32": 3}
-    assert compare.mean_batch(pooled["batch_sizes"]) == (2 * 1 + 3 * 32) / 5
-    assert compare.mean_batch({}) is None  # unbatched: no batches to average
+    assert steps.mean_batch(pooled["batch_sizes"]) == (2 * 1 + 3 * 32) / 5
+    assert steps.mean_batch({}) is None  # unbatched: no batches to average
 
 
 def test_all_runs_the_three_frameworks_each_on_its_default_server() -> None:
@@ -81,13 +82,13 @@ def test_a_run_that_cannot_be_made_is_refused_with_the_reason(
     assert message in capsys.readouterr().err
 
 
-def closed(users: int, texts: int, loaded_ceiling: float | None) -> compare.Step:
-    return compare.Step(step="closed", users=users, mode="batched", seconds=10.0, requests=texts, texts=texts,
+def closed(users: int, texts: int, loaded_ceiling: float | None) -> steps.Step:
+    return steps.Step(step="closed", users=users, mode="batched", seconds=10.0, requests=texts, texts=texts,
                         failures=0, shed=0, p50_ms=1.0, p95_ms=1.0, p99_ms=1.0, loaded_ceiling=loaded_ceiling)
 
 
 def test_the_servers_are_compared_at_their_largest_user_count() -> None:
-    lines = compare.across({
+    lines = steps.across({
         ("starlette", "uvicorn"): [closed(1, 300, 110.0), closed(64, 1000, 110.0)],
         ("flask", "gunicorn"): [closed(64, 800, 100.0)],
         ("django", "uvicorn"): [closed(64, 700, 100.0)],
@@ -98,4 +99,4 @@ def test_the_servers_are_compared_at_their_largest_user_count() -> None:
         "django on uvicorn, 64 users: 70.0 texts/s, 0.70 of the loaded ceiling (target >= 0.85: missed)",
         "django on uvicorn is 0.88 of flask's texts/s at 64 users (target >= 0.9: missed)",
     ]
-    assert compare.across({("flask", "gunicorn"): [closed(64, 800, 100.0)]}) == []  # one server: nothing beside it
+    assert steps.across({("flask", "gunicorn"): [closed(64, 800, 100.0)]}) == []  # one server: nothing beside it

@@ -12,7 +12,7 @@ from pathlib import Path
 import compare
 import pytest
 import scale_out
-from compare import Step
+from steps import Step
 
 
 def row_result(

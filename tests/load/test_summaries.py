@@ -7,9 +7,9 @@ import math
 import re
 from typing import Any
 
-import compare
 import overload
 import pytest
+import steps
 from outcomes import ACCEPTED, FAILED, SHED, outcome, retry_after
 
 
@@ -54,7 +54,7 @@ def results(*records: list[Any]) -> dict[str, Any]:
 
 
 def test_shed_requests_are_neither_throughput_latency_nor_failures() -> None:
-    step = compare.summarise(
+    step = steps.summarise(
         results(
             record(0.125, ACCEPTED), record(0.25, ACCEPTED), record(0.5, ACCEPTED),
             *[record(0.001, SHED) for _ in range(6)],  # refused at once: they would drag every percentile down
@@ -68,7 +68,7 @@ def test_shed_requests_are_neither_throughput_latency_nor_failures() -> None:
 
 
 def test_a_mixed_step_counts_bulk_texts_and_shed_bulk_requests() -> None:
-    step = compare.summarise(
+    step = steps.summarise(
         results(
             record(0.0625, ACCEPTED), record(0.75, ACCEPTED, "/embed texts", 40),
             record(0.001, SHED, "/embed texts", 64), record(0.001, SHED), record(0.03, FAILED, "/embed texts", 16),
@@ -80,7 +80,7 @@ def test_a_mixed_step_counts_bulk_texts_and_shed_bulk_requests() -> None:
 
 
 def test_a_step_with_only_shed_requests_has_no_latencies() -> None:
-    step = compare.summarise(results(record(0.001, SHED), record(0.001, SHED)), "closed", 1, "batched")
+    step = steps.summarise(results(record(0.001, SHED), record(0.001, SHED)), "closed", 1, "batched")
     assert (step.requests, step.shed, step.failures, step.texts_per_s) == (0, 2, 0, 0.0)
     assert math.isnan(step.p50_ms)
 
@@ -90,18 +90,18 @@ def cells_of(line: str) -> list[str]:
 
 
 def test_the_table_and_notes_show_shed_apart_from_failures() -> None:
-    batched = compare.summarise(
+    batched = steps.summarise(
         results(record(0.125, ACCEPTED), *[record(0.001, SHED) for _ in range(3)], record(0.01, FAILED)),
         "closed", 64, "batched",
     )
-    unbatched = compare.summarise(results(record(0.5, ACCEPTED), record(0.01, FAILED)), "closed", 64, "unbatched")
+    unbatched = steps.summarise(results(record(0.5, ACCEPTED), record(0.01, FAILED)), "closed", 64, "unbatched")
     batched.ceiling = unbatched.ceiling = 100.0
-    header, _, *rows = compare.table([batched, unbatched]).splitlines()
+    header, _, *rows = steps.table([batched, unbatched]).splitlines()
     cells = [dict(zip(cells_of(header), cells_of(row), strict=True)) for row in rows]
     assert [(row["mode"], row["fails"], row["shed"], row["req/s"]) for row in cells] == [
         ("batched", "1", "3", "0.1"), ("unbatched", "1", "0", "0.1"),
     ]
-    assert "closed 64u batched 60%" in "\n".join(compare.notes([batched, unbatched]))
+    assert "closed 64u batched 60%" in "\n".join(steps.notes([batched, unbatched]))
 
 
 def test_the_overload_table_counts_shed_requests_as_refused_and_other_failures_apart() -> None:
