@@ -71,7 +71,7 @@ def embed_texts(texts: list[str]) -> list[list[float]]:
 
     wanted = threads_for(len(texts))
     if torch.get_num_threads() != wanted:
-        torch.set_num_threads(wanted)  # this thread's OpenMP team (MKL's count is process-wide: threads_for)
+        torch.set_num_threads(wanted)  # this thread's OpenMP team, for this call and the next
     vectors = model.encode(texts, batch_size=max(1, len(texts)), show_progress_bar=False)
     return vectors.tolist()  # type: ignore[no-any-return]
 
@@ -79,14 +79,15 @@ def embed_texts(texts: list[str]) -> list[list[float]]:
 def threads_for(texts: int) -> int:
     """Torch threads for a call of ``texts`` texts: one for a handful, the worker's count beyond.
 
-    Measured on 2 cores with a 3 ms pause between calls, each size on one thread in turn: one text
-    took 22.6 ms p50 on one thread against 31.9 ms on a team of two, four texts 54 against 69 ms,
-    eight 103 against 90 and 32 texts 432 against 306 ms. A small call's matrices are too small to
-    split: the team's second thread only adds a hand-off (and a wake-up, when it slept between
-    calls) at each of the forward pass's parallel regions. Switching costs nothing measurable on the
-    next call. MKL keeps one count for the whole process, so concurrent calls of different sizes on
-    several threads (an unbatched app) may run some products on the other's count: slower or faster,
-    never wrong.
+    Measured by ``load/bench_worker_thread.py`` on 2 cores, quiet, a lone call after a 22 ms pause,
+    one thread against a team of two: one text 21.3 against 26.5 ms p50, four texts 57 against 59,
+    eight 94 against 88, 32 texts 398 against 283. A small call's matrices are too small to split:
+    the team's second thread only adds a hand-off (and a wake-up, when it slept between calls) at each
+    parallel region of the forward pass. Switching costs nothing measurable: the bench's "by call
+    size" row matches one thread at one text and two at 32. torch also keeps the last count set as
+    the process's default (for threads that first use it later) and may pass it to MKL, so where
+    several threads call the model at once (an unbatched app) one call's count can change another's
+    speed, never its result.
     """
     return 1 if texts <= ONE_THREAD_UP_TO else max(1, _threads)
 

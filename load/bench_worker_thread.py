@@ -2,8 +2,8 @@
 
 Run from the repository root::
 
-    .venv/bin/python load/bench_worker_thread.py            # about 3 minutes on 2 cores
-    .venv/bin/python load/bench_worker_thread.py --quick    # about a minute
+    .venv/bin/python load/bench_worker_thread.py            # about 9 minutes on 2 cores
+    .venv/bin/python load/bench_worker_thread.py --quick    # about 3 minutes
     .venv/bin/python load/bench_worker_thread.py --markdown
 
 Why: a batcher's worker is a thread Python started, and torch's OpenMP thread count is per thread:

@@ -100,17 +100,26 @@ START_TIMEOUT = 240.0  # loading torch and the model on a busy 2-core machine
 
 def ceiling_beside_load(stub_url: str, users: int, requests_per_s: float, seconds: float, out: Path) -> float:
     """The offline ceiling measured while Locust sends the model-less stub ``requests_per_s`` requests/s."""
-    prefix = out / f"stub-{users}u"
+    with locust_at_rate(stub_url, users, requests_per_s, seconds + 30, out / f"stub-{users}u.log"):
+        return measure_ceiling(seconds)
+
+
+@contextmanager
+def locust_at_rate(
+    url: str, users: int, requests_per_s: float, seconds: float, log: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Locust's ``ConstantRateUser`` sending ``requests_per_s`` in all to ``url`` (for at most ``seconds``),
+    its users spawned, for the block (which gets the Locust process); stopped on leaving."""
     command = [
         sys.executable, "-m", "locust", "-f", str(LOAD / "locustfile.py"), "--headless", "--only-summary",
-        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds + 30:g}s", "--host", stub_url,
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds:g}s", "--host", url,
         "--loglevel", "WARNING", "--rate", f"{max(requests_per_s, 0.1) / users:g}", "ConstantRateUser",
     ]
-    with open(prefix.with_suffix(".log"), "w") as log:
-        locust = subprocess.Popen(command, cwd=LOAD, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "w") as out:
+        locust = subprocess.Popen(command, cwd=LOAD, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             time.sleep(3.0)  # pacing only: Locust starts and spawns its users before the measurement
-            return measure_ceiling(seconds)
+            yield locust
         finally:
             stop(locust)
 

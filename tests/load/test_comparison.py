@@ -1,17 +1,25 @@
-"""How ``compare.py`` lays out a run: the model-less stub on the step's own server, a step's rounds
-pooled per mode, and several frameworks compared at the end of one run."""
+"""How ``compare.py`` lays out a run: the model-less stub on the step's own server (and what that server
+costs, ``bench_stub_cpu.py``), a step's rounds pooled per mode, and several frameworks compared at the
+end of one run."""
 
 from __future__ import annotations
 
 import math
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+import bench_stub_cpu
 import compare
 import pytest
 import steps
 from outcomes import ACCEPTED, FAILED
 from stub_app import DIMENSIONS
+
+from tests._support import wait_until
 
 
 @pytest.mark.parametrize("server", sorted(compare.STUBS))
@@ -100,3 +108,16 @@ def test_the_servers_are_compared_at_their_largest_user_count() -> None:
         "django on uvicorn is 0.88 of flask's texts/s at 64 users (target >= 0.9: missed)",
     ]
     assert steps.across({("flask", "gunicorn"): [closed(64, 800, 100.0)]}) == []  # one server: nothing beside it
+
+
+def test_a_servers_cpu_counts_the_processes_below_it(tmp_path: Path) -> None:
+    # A grandchild burns CPU until told to stop, as gunicorn's worker does below its arbiter.
+    script = "import subprocess, sys; subprocess.run([sys.executable, '-c', 'while True: pass'])"
+    parent = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    try:
+        start = bench_stub_cpu.cpu_seconds(parent.pid)
+        wait_until(lambda: bench_stub_cpu.cpu_seconds(parent.pid) > start + 0.2, "the grandchild's CPU counts")
+        assert bench_stub_cpu.cpu_seconds(os.getpid()) >= bench_stub_cpu.cpu_seconds(parent.pid)  # we are above it
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(10)
